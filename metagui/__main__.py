@@ -1,0 +1,3 @@
+from metagui.cli import main
+
+raise SystemExit(main())
