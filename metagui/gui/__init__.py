@@ -1,0 +1,1 @@
+"""The desktop app: PySide6 views over the Qt-free core (``metagui.core``)."""

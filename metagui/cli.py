@@ -1,0 +1,224 @@
+"""``metagui``: with no arguments it opens the app; subcommands run the same configs headless.
+
+    metagui train run.toml [--db PATH]
+    metagui eval RUN [--dataset D | --episodes FILE] [--way N --shot K --query Q --episodes-count E]
+    metagui runs | datasets | config | bench ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from metagui.core.errors import MetaGUIError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from metagui.gui.app import run_app
+
+        return run_app(db=args.db, demo=args.demo)
+    try:
+        return int(args.func(args) or 0)
+    except MetaGUIError as exc:
+        print(f"metagui: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metagui: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metagui", description="MetaGUI: a desktop workbench for meta-learning.")
+    p.add_argument("--db", help="run store database (default: METAGUI_DB or the user data folder)")
+    p.add_argument("--demo", action="store_true", help="open the app on the built-in demo project")
+    sub = p.add_subparsers(dest="command")
+
+    t = sub.add_parser("train", help="meta-train from a TOML config")
+    t.add_argument("config", help="run config (TOML), e.g. saved from the app")
+    t.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    t.add_argument("--steps", type=int, help="override training.steps")
+    t.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
+    t.add_argument("--quiet", action="store_true", help="print only the result")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a trained run on held-out episodes; prints JSON")
+    e.add_argument("run", type=int, help="run id (see `metagui runs`)")
+    e.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("--dataset", help="a built-in (glyphs, intents), a catalog name, or a folder/zip/CSV/TSV/JSONL path")
+    src.add_argument("--episodes", help="fixed episodes file (JSONL)")
+    e.add_argument("--way", type=int)
+    e.add_argument("--shot", type=int)
+    e.add_argument("--query", type=int)
+    e.add_argument("--episodes-count", type=int, default=600, help="episodes to draw (default 600)")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("runs", help="list the runs in the store")
+    r.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_runs)
+
+    d = sub.add_parser("datasets", help="list built-in and catalog datasets")
+    d.set_defaults(func=cmd_datasets)
+
+    c = sub.add_parser("config", help="print a run config to start from (TOML)")
+    c.add_argument("--algorithm", default="protonet")
+    c.add_argument("--dataset", default="intents", help="built-in source (glyphs, intents, sinusoid)")
+    c.add_argument("--preset", help="an algorithm preset name (see `metagui algorithms`)")
+    c.set_defaults(func=cmd_config)
+
+    a = sub.add_parser("algorithms", help="list algorithms, their hyperparameters and presets")
+    a.set_defaults(func=cmd_algorithms)
+
+    b = sub.add_parser("bench", help="benchmarks (print ratios against a baseline measured in the same run)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bt = bsub.add_parser("train", help="meta-train throughput and peak memory per algorithm vs a naive per-task loop")
+    bt.add_argument("--algorithms", default="maml,fomaml,metasgd,reptile,protonet,matching,relation")
+    bt.add_argument("--steps", type=int, default=10)
+    bt.add_argument("--device", default="cpu")
+    bt.set_defaults(func=cmd_bench_train)
+    return p
+
+
+# --- train ------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from metagui.core.config import RunConfig
+    from metagui.core.store import RunStore
+    from metagui.core.trainer import Trainer, TrainingControl
+
+    cfg = RunConfig.load(args.config)
+    if args.steps:
+        cfg.training.steps = args.steps
+    if args.device:
+        cfg.training.device = args.device
+    store = RunStore(args.db)
+    control = TrainingControl()
+    quiet = args.quiet
+    last_print = [0.0]
+
+    def on_event(ev: dict) -> None:
+        kind = ev["kind"]
+        if kind == "started":
+            print(f"run {ev['run_id']} started on {ev['device']} ({cfg.algorithm.name}, {ev['steps']} steps)", flush=True)
+        elif quiet:
+            return
+        elif kind == "metrics":
+            now = time.monotonic()
+            if now - last_print[0] > 1.0:
+                m = ev["metrics"]
+                metric = "mse" if "mse" in m else "accuracy"
+                print(f"  step {ev['step']}/{cfg.training.steps}  loss {m['loss']:.4f}  {metric} {m[metric]:.4f}"
+                      f"  {m['tasks_per_s']:.0f} tasks/s  eta {m['eta_s']:.0f}s", flush=True)
+                last_print[0] = now
+        elif kind == "validation":
+            v = ev["metrics"]
+            metric = "mse" if "mse" in v else "accuracy"
+            print(f"  validation at step {ev['step']}: {metric} {v[metric]:.4f} ± {v['ci95']:.4f}", flush=True)
+        elif kind == "error":
+            print(f"  error: {ev['message']}", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, lambda *_: (control.cancel(), print("\nstopping after this step...", flush=True)))
+    try:
+        result = Trainer(cfg, store, on_event, control).run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    summary = {"run": result.run_id, "status": result.status, "steps": result.steps,
+               "best_val": result.best_val, "best_val_ci95": result.best_val_ci, "seconds": round(result.duration_s, 1)}
+    print(json.dumps(summary))
+    if result.status == "failed":
+        print(f"metagui: error: {result.error}", file=sys.stderr)
+        return 2
+    if result.status == "diverged":
+        return 3
+    return 130 if result.status == "cancelled" else 0
+
+
+# --- eval -------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from metagui.core.evaluation import evaluate_run
+
+    out = evaluate_run(
+        run_id=args.run, db=args.db, dataset=args.dataset, episodes_file=args.episodes, way=args.way,
+        shot=args.shot, query=args.query, episodes=args.episodes_count, split=args.split,
+        checkpoint=args.checkpoint, device=args.device,
+    )
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+# --- listings ---------------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    from metagui.core.store import RunStore
+
+    rows = RunStore(args.db).runs()
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    if not rows:
+        print("no runs yet: start one with `metagui train CONFIG.toml` or from the app")
+        return 0
+    print(f"{'id':>4}  {'status':<10} {'algorithm':<9} {'task':<22} {'best val':>14} {'steps':>6} {'time':>7}  name")
+    for r in rows:
+        best = "" if r["best_val"] is None else f"{r['best_val']:.3f}±{(r['best_val_ci'] or 0):.3f}"
+        dur = "" if r["duration_s"] is None else f"{r['duration_s']:.0f}s"
+        print(f"{r['id']:>4}  {r['status']:<10} {r['algorithm']:<9} {r['task'][:22]:<22} {best:>14} {r['steps_done'] or 0:>6} {dur:>7}  {r['name']}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from metagui.core.data import BUILTIN_SOURCES
+    from metagui.core.data.catalog import CATALOG
+
+    print("Built-in (offline):")
+    for name, desc in BUILTIN_SOURCES.items():
+        print(f"  {name:<22} {desc}")
+    print("\nCatalog (downloaded on first use, checksum-verified):")
+    for e in CATALOG.values():
+        size = f"{e.size_bytes / 1e6:.1f} MB" if e.size_bytes else "size unknown"
+        print(f"  {e.name:<22} {e.title} ({size}, {e.licence})")
+    return 0
+
+
+def cmd_algorithms(args: argparse.Namespace) -> int:
+    from metagui.core.algorithms import FAMILIES, REGISTRY
+
+    for fam, fam_label in FAMILIES.items():
+        learners = [c for c in REGISTRY.values() if c.family == fam]
+        if not learners:
+            continue
+        print(f"{fam_label}:")
+        for c in learners:
+            print(f"  {c.name:<10} {c.label}: {c.summary}")
+            for h in c.schema():
+                print(f"      {h.name:<16} {h.type.__name__:<5} default {h.default!r:<8} {h.help}")
+            if c.presets:
+                print(f"      presets: {', '.join(c.presets)}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from metagui.core.presets import default_config
+
+    print(default_config(args.algorithm, args.dataset, args.preset).to_toml(), end="")
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from metagui.core.bench import bench_train
+
+    bench_train([a.strip() for a in args.algorithms.split(",") if a.strip()], steps=args.steps, device=args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""The contract every meta-learner implements, its hyperparameter schema, and the registry.
+
+    learner = create("maml", backbone, n_way=5, hyperparams={...})
+    metrics = learner.meta_step(batch)        # one meta-update, returns floats
+    scores  = learner.evaluate(batch)         # per-task query metric after adaptation
+    pred    = learner.adapt(support_x, support_y)
+    probs   = pred.predict(x)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metagui.core.errors import ConfigError
+from metagui.core.tasks import EpisodeBatch
+
+CPU_PASS_ITEMS = 64
+
+FAMILIES = {
+    "optimisation": "Optimisation-based",
+    "metric": "Metric / memory-based",
+    "probabilistic": "Probabilistic",
+    "rl": "Reinforcement learning",
+}
+
+
+@dataclass(frozen=True)
+class HyperParam:
+    """One knob: the GUI builds its form from these, the CLI validates with them."""
+
+    name: str
+    type: type  # int | float | bool | str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    log: bool = False  # spin on a log scale (learning rates)
+
+    def validate(self, value: Any) -> Any:
+        t = self.type
+        if t is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{self.name} must be true or false, got {value!r}")
+            return value
+        if t is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{self.name} must be an integer, got {value!r}")
+        elif t is float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{self.name} must be a number, got {value!r}")
+            value = float(value)
+        elif t is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        if self.low is not None and value < self.low:
+            raise ConfigError(f"{self.name} must be at least {self.low}, got {value}")
+        if self.high is not None and value > self.high:
+            raise ConfigError(f"{self.name} must be at most {self.high}, got {value}")
+        return value
+
+
+COMMON = (
+    HyperParam("meta_lr", float, 1e-3, "Step size of the outer (meta) optimiser (Adam).", 1e-6, 10.0, log=True),
+    HyperParam("meta_batch", int, 4, "Tasks (episodes) per meta-update.", 1, 256),
+)
+
+
+class Predictor:
+    """A model adapted to one support set. ``predict`` returns class probabilities
+    [n, n_way] (classification) or values [n, 1] (regression)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], n_way: int, adapt_seconds: float = 0.0):
+        self._fn = fn
+        self.n_way = n_way
+        self.adapt_seconds = adapt_seconds
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn(x)
+
+
+class MetaLearner(nn.Module):
+    """Base class: subclasses define ``outer_loss`` (for meta_step and evaluate) and
+    ``adapt``. The meta-optimiser lives here so that checkpoints hold all of the state."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    family: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str] = ""
+    hyperparams: ClassVar[tuple[HyperParam, ...]] = ()
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    modalities: ClassVar[frozenset[str]] = frozenset({"image", "text"})
+
+    def __init__(self, backbone: nn.Module, n_way: int, hyperparams: dict[str, Any] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.n_way = n_way
+        self.regression = n_way == 0
+        self.hp = self.validate_hyperparams(hyperparams or {})
+        self.build()
+        self.optimizer = self.make_optimizer()
+
+    # --- schema --------------------------------------------------------------------------
+    @classmethod
+    def schema(cls) -> tuple[HyperParam, ...]:
+        return COMMON + cls.hyperparams
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {h.name: h.default for h in cls.schema()}
+
+    @classmethod
+    def validate_hyperparams(cls, values: dict[str, Any]) -> dict[str, Any]:
+        by_name = {h.name: h for h in cls.schema()}
+        unknown = sorted(set(values) - set(by_name))
+        if unknown:
+            raise ConfigError(f"{cls.label} has no hyperparameter {', '.join(unknown)} (it has {', '.join(by_name)})")
+        out = cls.defaults()
+        for k, v in values.items():
+            out[k] = by_name[k].validate(v)
+        return out
+
+    # --- hooks for subclasses ---------------------------------------------------------------
+    def build(self) -> None:
+        """Create heads and other modules (after self.hp is set)."""
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hp["meta_lr"])
+
+    def outer_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Mean query loss (differentiable), per-task query metric [T], extra metrics."""
+        raise NotImplementedError
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int | None = None) -> Predictor:
+        raise NotImplementedError
+
+    def set_progress(self, fraction: float) -> None:
+        """Called by the trainer before each step with the fraction of training done."""
+
+    # --- the contract ----------------------------------------------------------------------
+    def meta_step(self, batch: EpisodeBatch) -> dict[str, float]:
+        self.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, per_task, extra = self.outer_loss(batch)
+        if loss.requires_grad:
+            loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), self.metric_name: float(per_task.mean()), **extra}
+
+    def evaluate(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Per-task query metric [T] after adapting to each support set (no meta-update)."""
+        self.eval()
+        with torch.enable_grad():  # inner loops differentiate even at evaluation time
+            loss, per_task, extra = self.outer_loss(batch, evaluating=True)  # type: ignore[call-arg]
+        return per_task.detach(), {"loss": float(loss.detach()), **extra}
+
+    @property
+    def metric_name(self) -> str:
+        return "mse" if self.regression else "accuracy"
+
+    # --- shared helpers ----------------------------------------------------------------------
+    def task_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, y) if self.regression else F.cross_entropy(out, y)
+
+    def task_metric(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return ((out - y) ** 2).mean()
+        return (out.argmax(-1) == y).float().mean()
+
+    def embed_tasks(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone over [T, n, ...] -> [T, n, d] in flat forward passes of whole episodes
+        (batch norm keeps per-episode statistics, see ``models.Conv4``). On the CPU, passes
+        hold at most ``CPU_PASS_ITEMS`` items: past that, convolutions fall out of cache and
+        get slower per item (``metagui bench train`` shows it); GPUs take the whole batch."""
+        t, n = x.shape[:2]
+        flat = x.reshape(t * n, *x.shape[2:])
+        per_pass = t if x.device.type != "cpu" else max(1, CPU_PASS_ITEMS // n)
+        chunks = [
+            self.backbone(flat[i * n : (i + per_pass) * n], tasks=min(per_pass, t - i))
+            for i in range(0, t, per_pass)
+        ]
+        return torch.cat(chunks).reshape(t, n, -1)
+
+
+REGISTRY: dict[str, type[MetaLearner]] = {}
+
+
+def register(cls: type[MetaLearner]) -> type[MetaLearner]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[MetaLearner]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown algorithm '{name}' (choose from {', '.join(REGISTRY)})") from None
+
+
+def create(name: str, backbone: nn.Module, n_way: int, hyperparams: dict[str, Any] | None = None) -> MetaLearner:
+    cls = get(name)
+    modality = "regression" if n_way == 0 else None
+    if modality and modality not in cls.modalities:
+        raise ConfigError(f"{cls.label} does not do regression; choose one of {', '.join(n for n, c in REGISTRY.items() if 'regression' in c.modalities)}")
+    return cls(backbone, n_way, hyperparams)
+
+
+def one_hot_means(emb: torch.Tensor, y: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Class means of embeddings [T, S, d] with labels [T, S] -> [T, n_way, d] (works for
+    unbalanced support sets)."""
+    oh = F.one_hot(y, n_way).to(emb.dtype)  # [T, S, N]
+    return oh.transpose(1, 2) @ emb / oh.sum(1).clamp_min(1).unsqueeze(-1)

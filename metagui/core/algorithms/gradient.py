@@ -1,0 +1,267 @@
+"""Optimisation-based meta-learners: MAML, FOMAML, Meta-SGD and Reptile.
+
+Inner loops are functional: parameters live in an explicit dict that each step replaces
+(``functional_call`` + ``torch.autograd.grad``), so nothing is deep-copied per task and the
+second-order MAML gradient flows through the inner updates.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from metagui.core.algorithms.base import HyperParam, MetaLearner, Predictor, register
+from metagui.core.tasks import EpisodeBatch
+
+Params = dict[str, torch.Tensor]
+
+VECTORISE = HyperParam("vectorise", bool, True, "Batch the tasks of a meta-batch with torch.func.vmap (faster; off = a per-task loop).")
+
+INNER = (
+    HyperParam("inner_lr", float, 0.1, "Step size of the inner (task adaptation) gradient steps.", 1e-5, 10.0, log=True),
+    HyperParam("inner_steps", int, 5, "Gradient steps on the support set during meta-training.", 1, 100),
+    HyperParam("eval_steps", int, 10, "Gradient steps on the support set when adapting at test time.", 1, 200),
+    VECTORISE,
+)
+
+PAPER_OMNIGLOT = {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3, "meta_lr": 1e-3, "meta_batch": 32}
+PAPER_SINUSOID = {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 10, "meta_lr": 1e-3, "meta_batch": 25}
+CUSTOMER_SERVICE = {"inner_lr": 0.01, "inner_steps": 5, "eval_steps": 5, "meta_lr": 1e-3, "meta_batch": 32}
+
+
+class GradientLearner(MetaLearner):
+    """Shared machinery: a linear head on the backbone and a functional inner loop."""
+
+    family = "optimisation"
+    modalities = frozenset({"image", "text", "regression"})
+    first_order = False
+
+    def build(self) -> None:
+        self.head = nn.Linear(self.backbone.emb_dim, self.n_way or 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def fast_params(self) -> Params:
+        """The parameters adapted by the inner loop."""
+        return {k: v for k, v in self.named_parameters() if k.startswith(("backbone.", "head."))}
+
+    def step_size(self, name: str) -> torch.Tensor | float:
+        return self.hp["inner_lr"]
+
+    def run(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self, params, (x,))
+
+    def run_query(self, params: Params, sx: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+        """Query outputs; batch-norm backbones see the support items too, so that a lone
+        query is normalised with its episode's statistics."""
+        if getattr(self.backbone, "batch_independent", False):
+            return self.run(params, qx)
+        return self.run(params, torch.cat([sx, qx]))[sx.shape[0] :]
+
+    def inner_loop(
+        self, params: Params, sx: torch.Tensor, sy: torch.Tensor, steps: int, create_graph: bool,
+        curve: list[float] | None = None, qx: torch.Tensor | None = None, qy: torch.Tensor | None = None,
+    ) -> Params:
+        for _ in range(steps):
+            loss = self.task_loss(self.run(params, sx), sy)
+            grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
+            params = {k: p - self.step_size(k) * g for (k, p), g in zip(params.items(), grads, strict=True)}
+            if curve is not None:
+                with torch.no_grad():
+                    curve.append(float(self.task_loss(self.run_query(params, sx, qx), qy)))
+        return params
+
+    @property
+    def vectorised(self) -> bool:
+        """Batch the tasks of a meta-batch with vmap (one call per step instead of a Python
+        loop over tasks). EmbeddingBag has no vmap rule, so text backbones loop."""
+        return bool(self.hp.get("vectorise", True)) and not hasattr(self.backbone, "bag")
+
+    def adapt_functional(self, params: Params, sx: torch.Tensor, sy: torch.Tensor, steps: int, first_order: bool) -> Params:
+        """The inner loop in torch.func form (vmap-able): ``grad`` of the support loss."""
+
+        def support_loss(p: Params) -> torch.Tensor:
+            return self.task_loss(self.run(p, sx), sy)
+
+        for _ in range(steps):
+            g = grad(support_loss)(params)
+            if first_order:
+                g = {k: v.detach() for k, v in g.items()}
+            params = {k: p - self.step_size(k) * g[k] for k, p in params.items()}
+        return params
+
+    def outer_loss_vmapped(self, batch: EpisodeBatch, steps: int, first_order: bool):
+        base = self.fast_params()
+
+        def per_task(sx, sy, qx, qy):
+            params = self.adapt_functional(base, sx, sy, steps, first_order)
+            out = self.run_query(params, sx, qx)
+            return self.task_loss(out, qy), self.task_metric(out, qy)
+
+        losses, metrics = vmap(per_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        return losses.mean(), metrics.detach(), {}
+
+    def outer_loss(self, batch: EpisodeBatch, evaluating: bool = False):
+        steps = self.hp["eval_steps"] if evaluating else self.hp["inner_steps"]
+        second_order = not (self.first_order or evaluating)
+        if not evaluating and self.vectorised:
+            return self.outer_loss_vmapped(batch, steps, not second_order)
+        losses, metrics = [], []
+        curves: list[list[float]] = []
+        base = self.fast_params()
+        for t in range(batch.n_tasks):
+            sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
+            curve = None
+            if evaluating:
+                with torch.no_grad():
+                    curve = [float(self.task_loss(self.run_query(base, sx, qx), qy))]
+            params = self.inner_loop(base, sx, sy, steps, second_order, curve, qx, qy)
+            out = self.run_query(params, sx, qx)
+            losses.append(self.task_loss(out, qy))
+            metrics.append(self.task_metric(out.detach(), qy))
+            if curve:
+                curves.append(curve)
+        extra: dict[str, float] = {}
+        if curves:
+            mean_curve = torch.tensor(curves).mean(0)
+            extra = {f"adapt_loss_{i}": float(v) for i, v in enumerate(mean_curve)}
+        return torch.stack(losses).mean(), torch.stack(metrics), extra
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int | None = None) -> Predictor:
+        n_way = n_way or self.n_way
+        if not self.regression and n_way != self.n_way:
+            raise ValueError(f"this model was meta-trained for {self.n_way}-way tasks, not {n_way}-way")
+        self.eval()
+        start = time.perf_counter()
+        with torch.enable_grad():
+            params = self.inner_loop(self.fast_params(), support_x, support_y, self.hp["eval_steps"], False)
+        params = {k: v.detach() for k, v in params.items()}
+        elapsed = time.perf_counter() - start
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            out = self.run_query(params, support_x, x)
+            return out if self.regression else out.softmax(-1)
+
+        return Predictor(predict, n_way, elapsed)
+
+
+@register
+class MAML(GradientLearner):
+    name = "maml"
+    label = "MAML"
+    summary = "Learns an initialisation from which a few gradient steps fit a new task (second-order)."
+    paper = "Finn, Abbeel, Levine 2017, Model-Agnostic Meta-Learning"
+    hyperparams = INNER
+    presets = {
+        "Omniglot 5-way (paper)": {"hyperparams": PAPER_OMNIGLOT},
+        "Sinusoid (paper)": {"hyperparams": PAPER_SINUSOID},
+        "Customer-service MAML": {"hyperparams": CUSTOMER_SERVICE, "task": {"shot": 5, "query": 5}},
+    }
+
+
+@register
+class FOMAML(GradientLearner):
+    name = "fomaml"
+    label = "FOMAML"
+    summary = "MAML without second derivatives: the query gradient at the adapted weights updates the initialisation."
+    paper = "Finn, Abbeel, Levine 2017 (first-order approximation)"
+    hyperparams = INNER
+    first_order = True
+    presets = {
+        "Omniglot 5-way (paper)": {"hyperparams": PAPER_OMNIGLOT},
+        "Sinusoid (paper)": {"hyperparams": PAPER_SINUSOID},
+        "Customer-service MAML": {"hyperparams": CUSTOMER_SERVICE, "task": {"shot": 5, "query": 5}},
+    }
+
+
+@register
+class MetaSGD(GradientLearner):
+    name = "metasgd"
+    label = "Meta-SGD"
+    summary = "MAML that also meta-learns a step size for every weight (direction and rate of adaptation)."
+    paper = "Li, Zhou, Chen, Li 2017, Meta-SGD"
+    hyperparams = (
+        HyperParam("inner_lr", float, 0.1, "Initial value of every learned per-weight step size.", 1e-5, 10.0, log=True),
+        HyperParam("inner_steps", int, 1, "Gradient steps on the support set during meta-training.", 1, 100),
+        HyperParam("eval_steps", int, 1, "Gradient steps on the support set at test time.", 1, 200),
+        HyperParam("first_order", bool, False, "Drop second derivatives (faster, less exact)."),
+        VECTORISE,
+    )
+    presets = {
+        "Omniglot 5-way (paper)": {"hyperparams": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 1, "meta_lr": 1e-3, "meta_batch": 32}},
+        "Sinusoid (paper)": {"hyperparams": {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 1, "meta_lr": 1e-3, "meta_batch": 25}},
+    }
+
+    def build(self) -> None:
+        super().build()
+        self.first_order = bool(self.hp["first_order"])
+        self.lrs = nn.ParameterDict(
+            {_key(k): nn.Parameter(torch.full_like(p, self.hp["inner_lr"])) for k, p in self.fast_params().items()}
+        )
+
+    def step_size(self, name: str) -> torch.Tensor:
+        return self.lrs[_key(name)]
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+@register
+class Reptile(GradientLearner):
+    name = "reptile"
+    label = "Reptile"
+    summary = "Trains on each task with plain SGD, then moves the initialisation towards the adapted weights."
+    paper = "Nichol, Achiam, Schulman 2018, On First-Order Meta-Learning Algorithms"
+    hyperparams = (
+        HyperParam("inner_lr", float, 0.1, "Step size of the inner SGD steps.", 1e-5, 10.0, log=True),
+        HyperParam("inner_steps", int, 5, "SGD steps on each task during meta-training.", 1, 200),
+        HyperParam("eval_steps", int, 10, "SGD steps on the support set at test time.", 1, 500),
+        HyperParam("anneal", bool, True, "Anneal the outer step size linearly to zero over training."),
+    )
+    presets = {
+        "Omniglot 5-way (paper-like)": {"hyperparams": {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 50, "meta_lr": 1.0, "meta_batch": 5}},
+        "Sinusoid (paper)": {"hyperparams": {"inner_lr": 0.02, "inner_steps": 32, "eval_steps": 32, "meta_lr": 0.1, "meta_batch": 1}},
+    }
+
+    @classmethod
+    def schema(cls):
+        common = (
+            HyperParam("meta_lr", float, 1.0, "Outer step size: fraction of the way to move towards the adapted weights.", 1e-4, 1.0, log=True),
+            HyperParam("meta_batch", int, 5, "Tasks averaged per meta-update.", 1, 256),
+        )
+        return common + cls.hyperparams
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.hp["meta_lr"])
+
+    def set_progress(self, fraction: float) -> None:
+        if self.hp["anneal"]:
+            for g in self.optimizer.param_groups:
+                g["lr"] = self.hp["meta_lr"] * max(0.0, 1.0 - fraction)
+
+    def meta_step(self, batch: EpisodeBatch) -> dict[str, Any]:
+        self.train()
+        base = {k: v.detach() for k, v in self.fast_params().items()}
+        delta = {k: torch.zeros_like(v) for k, v in base.items()}
+        losses, metrics = [], []
+        for t in range(batch.n_tasks):
+            sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
+            start = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+            params = self.inner_loop(start, sx, sy, self.hp["inner_steps"], False)
+            with torch.no_grad():
+                out = self.run_query(params, sx, qx)
+                losses.append(float(self.task_loss(out, qy)))
+                metrics.append(float(self.task_metric(out, qy)))
+                for k in delta:
+                    delta[k] += (base[k] - params[k]) / batch.n_tasks
+        self.optimizer.zero_grad(set_to_none=True)
+        for k, p in self.fast_params().items():
+            p.grad = delta[k]
+        self.optimizer.step()
+        return {"loss": sum(losses) / len(losses), self.metric_name: sum(metrics) / len(metrics)}

@@ -1,0 +1,152 @@
+"""Metric / memory-based meta-learners: Prototypical, Matching and Relation Networks.
+
+Support and query items are embedded together in one pass per task (batch-norm backbones
+normalise with the episode's statistics); class evidence comes from one-hot products, so
+unbalanced support sets (a chat user's edited intents) work too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metagui.core.algorithms.base import HyperParam, MetaLearner, Predictor, one_hot_means, register
+from metagui.core.tasks import EpisodeBatch
+
+
+class MetricLearner(MetaLearner):
+    family = "metric"
+
+    def scores(self, es: torch.Tensor, sy: torch.Tensor, eq: torch.Tensor, n_way: int) -> torch.Tensor:
+        """Class scores [T, Q, N] of query embeddings given support embeddings."""
+        raise NotImplementedError
+
+    def loss_from_scores(self, scores: torch.Tensor, qy: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(scores.flatten(0, 1), qy.flatten())
+
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.softmax(-1)
+
+    def outer_loss(self, batch: EpisodeBatch, evaluating: bool = False):
+        s = batch.support_x.shape[1]
+        emb = self.embed_tasks(torch.cat([batch.support_x, batch.query_x], dim=1))
+        scores = self.scores(emb[:, :s], batch.support_y, emb[:, s:], batch.n_way)
+        loss = self.loss_from_scores(scores, batch.query_y)
+        per_task = (scores.detach().argmax(-1) == batch.query_y).float().mean(1)
+        return loss, per_task, {}
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int | None = None) -> Predictor:
+        n_way = n_way or int(support_y.max()) + 1
+        self.eval()
+        start = time.perf_counter()
+        cached = None
+        if getattr(self.backbone, "batch_independent", False):
+            with torch.no_grad():
+                cached = self.backbone(support_x)[None]
+        elapsed = time.perf_counter() - start
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            if cached is not None:
+                es, eq = cached, self.backbone(x)[None]
+            else:
+                emb = self.backbone(torch.cat([support_x, x]))[None]
+                es, eq = emb[:, : support_x.shape[0]], emb[:, support_x.shape[0] :]
+            return self.probabilities(self.scores(es, support_y[None], eq, n_way))[0]
+
+        return Predictor(predict, n_way, elapsed)
+
+
+@register
+class ProtoNet(MetricLearner):
+    name = "protonet"
+    label = "Prototypical Networks"
+    summary = "Each class is the mean of its support embeddings; queries go to the nearest prototype."
+    paper = "Snell, Swersky, Zemel 2017, Prototypical Networks for Few-shot Learning"
+    hyperparams = ()
+    presets = {"Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}}}
+
+    def scores(self, es, sy, eq, n_way):
+        protos = one_hot_means(es, sy, n_way)
+        return -torch.cdist(eq, protos).pow(2)
+
+
+@register
+class MatchingNet(MetricLearner):
+    name = "matching"
+    label = "Matching Networks"
+    summary = "Attention over the support set by cosine similarity; optionally full-context embeddings (LSTMs)."
+    paper = "Vinyals et al. 2016, Matching Networks for One Shot Learning"
+    hyperparams = (
+        HyperParam("fce", bool, False, "Full-context embeddings: a bidirectional LSTM over the support set and an attention LSTM for queries."),
+        HyperParam("fce_steps", int, 3, "Read steps of the query attention LSTM (with fce).", 1, 20),
+        HyperParam("temperature", float, 10.0, "Scale of cosine similarities before the softmax attention.", 0.1, 100.0),
+    )
+    presets = {"Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 4, "fce": False}}}
+
+    def build(self) -> None:
+        d = self.backbone.emb_dim
+        if self.hp["fce"]:
+            self.support_lstm = nn.LSTM(d, d, batch_first=True, bidirectional=True)
+            self.query_cell = nn.LSTMCell(d, d)
+
+    def contextualise(self, es: torch.Tensor, eq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = es.shape[-1]
+        out, _ = self.support_lstm(es)
+        g = es + out[..., :d] + out[..., d:]
+        t, q, _ = eq.shape
+        x = eq.reshape(t * q, d)
+        g_rep = g.repeat_interleave(q, dim=0)  # [T*Q, S, d]
+        h = torch.zeros_like(x)
+        c = torch.zeros_like(x)
+        for _ in range(self.hp["fce_steps"]):
+            attn = torch.softmax((g_rep @ h.unsqueeze(-1)).squeeze(-1), dim=-1)
+            read = (attn.unsqueeze(-1) * g_rep).sum(1)
+            h, c = self.query_cell(x, (h + read, c))
+            h = h + x
+        return g, h.reshape(t, q, d)
+
+    def scores(self, es, sy, eq, n_way):
+        if self.hp["fce"]:
+            es, eq = self.contextualise(es, eq)
+        sim = F.normalize(eq, dim=-1) @ F.normalize(es, dim=-1).transpose(1, 2)
+        attn = torch.softmax(self.hp["temperature"] * sim, dim=-1)  # [T, Q, S]
+        probs = attn @ F.one_hot(sy, n_way).to(attn.dtype)
+        return torch.log(probs.clamp_min(1e-8))  # log-probabilities act as scores
+
+    def loss_from_scores(self, scores, qy):
+        return F.nll_loss(scores.flatten(0, 1), qy.flatten())
+
+    def probabilities(self, scores):
+        return scores.exp()
+
+
+@register
+class RelationNet(MetricLearner):
+    name = "relation"
+    label = "Relation Networks"
+    summary = "A learned relation module scores each (class, query) pair; trained to output 1 for matches."
+    paper = "Sung et al. 2018, Learning to Compare: Relation Network for Few-Shot Learning"
+    hyperparams = (HyperParam("relation_hidden", int, 64, "Hidden units of the relation module.", 4, 1024),)
+    presets = {"Omniglot (paper-like)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}}}
+
+    def build(self) -> None:
+        d = self.backbone.emb_dim
+        h = self.hp["relation_hidden"]
+        self.relation = nn.Sequential(nn.Linear(2 * d, h), nn.ReLU(), nn.Linear(h, h // 2 or 1), nn.ReLU(), nn.Linear(h // 2 or 1, 1))
+
+    def scores(self, es, sy, eq, n_way):
+        # class feature: mean of its support embeddings (the paper sums; the mean keeps the
+        # scale fixed when support sets are unbalanced)
+        cls = one_hot_means(es, sy, n_way)  # [T, N, d]
+        t, q, d = eq.shape
+        pairs = torch.cat([cls[:, None].expand(t, q, n_way, d), eq[:, :, None].expand(t, q, n_way, d)], dim=-1)
+        return torch.sigmoid(self.relation(pairs).squeeze(-1))  # [T, Q, N] in (0, 1)
+
+    def loss_from_scores(self, scores, qy):
+        return F.mse_loss(scores, F.one_hot(qy, scores.shape[-1]).to(scores.dtype))
+
+    def probabilities(self, scores):
+        return scores / scores.sum(-1, keepdim=True).clamp_min(1e-8)

@@ -1,0 +1,136 @@
+"""Evaluate a trained run: on fresh episodes of its own (or another) dataset, or on a fixed
+episodes file. Used by ``metagui eval``, the Runs page and benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from metagui.core import algorithms
+from metagui.core.algorithms.base import MetaLearner
+from metagui.core.checkpoint import load_checkpoint, read_meta
+from metagui.core.config import DatasetConfig, RunConfig
+from metagui.core.device import select_device
+from metagui.core.errors import ConfigError, DataError, MetaGUIError
+from metagui.core.experiment import Experiment, evaluate, mean_ci95
+from metagui.core.models import Preprocessing, TextFeaturizer, make_backbone
+from metagui.core.store import RunStore
+from metagui.core.tasks import episode_from_items, read_episodes_file, step_rng
+
+TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".txt"}
+
+
+def dataset_config_from_arg(arg: str, base: DatasetConfig | None = None) -> DatasetConfig:
+    """Read ``--dataset``: a built-in name, a catalog name, or a folder / zip / table path."""
+    from metagui.core.data.catalog import CATALOG
+
+    cfg = DatasetConfig(**{**(base.__dict__ if base else {})})
+    if arg in ("glyphs", "intents", "sinusoid"):
+        cfg.source, cfg.path = arg, ""
+    elif arg in CATALOG:
+        cfg.source, cfg.path = "catalog", arg
+    else:
+        p = Path(arg)
+        if not p.exists():
+            raise DataError(f"dataset not found: {arg} (not a built-in, a catalog name or a path)")
+        cfg.source = "text_table" if p.suffix.lower() in TABLE_SUFFIXES else "image_folder"
+        cfg.path = str(p)
+    return cfg
+
+
+def load_learner(folder: Path, kind: str, device: torch.device) -> tuple[MetaLearner, dict[str, Any]]:
+    """Rebuild a learner from a checkpoint folder (no pickle: safetensors + JSON)."""
+    meta = read_meta(folder, kind)
+    pre = Preprocessing(**meta["preprocessing"])
+    cfg = RunConfig.from_dict(meta["config"])
+    backbone = make_backbone(cfg.algorithm.backbone, pre)
+    learner = algorithms.create(meta["algorithm"], backbone, int(meta["n_way"]), meta["hyperparams"])
+    load_checkpoint(folder, kind, learner, with_optimizer=False)
+    return learner.to(device).eval(), meta
+
+
+def checkpoint_folder(store: RunStore, run_id: int, kind: str) -> Path:
+    ckpts = store.checkpoints(run_id)
+    if kind not in ckpts:
+        have = ", ".join(ckpts) or "none"
+        raise MetaGUIError(f"run {run_id} has no {kind} checkpoint (it has: {have})")
+    return Path(ckpts[kind]["path"]).parent
+
+
+def encode_items(items: list[str], pre: Preprocessing) -> torch.Tensor:
+    """Raw items (texts, or image file paths) -> model inputs, as training saw them."""
+    if pre.modality == "text":
+        return TextFeaturizer(pre)([str(i) for i in items])
+    if pre.modality == "image":
+        mode = "L" if pre.channels == 1 else "RGB"
+        arrays = []
+        for item in items:
+            try:
+                with Image.open(item) as im:
+                    im = im.convert(mode).resize((pre.image_size, pre.image_size), Image.Resampling.LANCZOS)
+                    a = np.asarray(im, dtype=np.uint8)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"cannot read image {item}: {exc}") from None
+            if pre.invert:
+                a = 255 - a
+            arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        return torch.from_numpy(np.stack(arrays)).float().div_(255.0)
+    raise ConfigError(f"episodes files are for text or image models, not {pre.modality}")
+
+
+def evaluate_run(
+    run_id: int, db: str | None = None, dataset: str | None = None, episodes_file: str | None = None,
+    way: int | None = None, shot: int | None = None, query: int | None = None, episodes: int = 600,
+    split: str = "test", checkpoint: str = "best", device: str = "auto",
+) -> dict[str, Any]:
+    store = RunStore(db)
+    run = store.run(run_id)
+    dev = select_device(device)
+    learner, meta = load_learner(checkpoint_folder(store, run_id, checkpoint), checkpoint, dev)
+    cfg = RunConfig.from_toml(run["config"])
+    out: dict[str, Any] = {"run": run_id, "algorithm": cfg.algorithm.name, "checkpoint": checkpoint,
+                           "step": meta["step"]}
+    if episodes_file:
+        pre = Preprocessing(**meta["preprocessing"])
+        scores = []
+        for ep in read_episodes_file(episodes_file):
+            batch, names = episode_from_items(ep, lambda items: encode_items(items, pre))
+            _check_way(learner, batch.n_way)
+            per_task, _ = learner.evaluate(batch.to(dev))
+            scores.append(float(per_task[0]))
+        mean, ci = mean_ci95(np.array(scores))
+        out.update({"episodes_file": episodes_file, "episodes": len(scores), learner.metric_name: mean, "ci95": ci})
+        return out
+    if dataset:
+        cfg.dataset = dataset_config_from_arg(dataset, cfg.dataset)
+    cfg.task.way = way or cfg.task.way
+    cfg.task.shot = shot or cfg.task.shot
+    cfg.task.query = query or cfg.task.query
+    if dataset and cfg.dataset.source != "sinusoid":
+        from metagui.core.data import load_dataset
+
+        ds = load_dataset(cfg.dataset)
+        cfg.task.split, cfg.task.train_classes, cfg.task.val_classes, cfg.task.test_classes = "classes", list(ds.classes), [], list(ds.classes)
+        exp = Experiment.prepare(cfg, dataset=ds)
+    else:
+        exp = Experiment.prepare(cfg)
+    _check_way(learner, exp.n_way)
+    rng = step_rng(cfg.training.seed + 1, split, 0)
+    batches, left = [], episodes
+    while left > 0:
+        n = min(32, left)
+        batches.append(exp.sample(split, n, rng))
+        left -= n
+    result = evaluate(learner, batches, dev)
+    out.update({"dataset": cfg.dataset.path or cfg.dataset.source, "split": split, "way": exp.n_way,
+                "shot": cfg.task.shot, "query": cfg.task.query, **result})
+    return out
+
+
+def _check_way(learner: MetaLearner, n_way: int) -> None:
+    if learner.family == "optimisation" and not learner.regression and n_way != learner.n_way:
+        raise ConfigError(f"{learner.label} was meta-trained for {learner.n_way}-way tasks; it cannot evaluate {n_way}-way episodes")

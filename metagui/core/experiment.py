@@ -1,0 +1,132 @@
+"""An experiment: a run config made concrete (data loaded, split, encoded, sampler ready).
+
+Training, evaluation, the chat pane and benchmarks all start here, so they see the same
+episodes for the same config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from metagui.core import algorithms
+from metagui.core.algorithms.base import MetaLearner
+from metagui.core.config import RunConfig
+from metagui.core.data.base import ClassificationDataset
+from metagui.core.data.sinusoid import SinusoidTasks
+from metagui.core.errors import ConfigError
+from metagui.core.models import Preprocessing, encode_dataset, make_backbone, preprocessing_for
+from metagui.core.tasks import EpisodeBatch, EpisodeSampler, check_task, split_classes, step_rng
+
+
+@dataclass
+class Experiment:
+    config: RunConfig
+    pre: Preprocessing
+    dataset: ClassificationDataset | None = None  # None for task families (sinusoid)
+    inputs: torch.Tensor | None = None
+    splits: dict[str, list[int]] = field(default_factory=dict)
+    samplers: dict[str, EpisodeSampler | SinusoidTasks] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(
+        cls,
+        config: RunConfig,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        dataset: ClassificationDataset | None = None,
+    ) -> Experiment:
+        """Load (or reuse) the dataset, split the classes, check the task, encode items."""
+        algorithms.get(config.algorithm.name)  # fail early on an unknown algorithm
+        task = config.task
+        if config.dataset.source == "sinusoid":
+            fam = SinusoidTasks(task.shot, task.query)
+            return cls(config, Preprocessing(modality="regression"), samplers={s: fam for s in ("train", "val", "test")})
+        if dataset is None:
+            from metagui.core.data import load_dataset
+
+            dataset = load_dataset(config.dataset, progress=progress, cancel=cancel)
+        splits = split_classes(dataset, task)
+        check_task(dataset, task, splits)
+        pre = preprocessing_for(dataset)
+        if config.dataset.source in ("image_folder", "catalog"):
+            pre.invert = config.dataset.invert
+        inputs = encode_dataset(dataset, pre)
+        samplers = {
+            split: EpisodeSampler(inputs, dataset.labels, ids, task.way, task.shot, task.query)
+            for split, ids in splits.items()
+            if ids and _enough(dataset, ids, task)
+        }
+        return cls(config, pre, dataset, inputs, splits, samplers)
+
+    @property
+    def modality(self) -> str:
+        return self.pre.modality
+
+    @property
+    def n_way(self) -> int:
+        return 0 if self.modality == "regression" else self.config.task.way
+
+    def build_learner(self) -> MetaLearner:
+        algo = self.config.algorithm
+        cls = algorithms.get(algo.name)
+        if self.modality not in cls.modalities:
+            raise ConfigError(f"{cls.label} cannot learn {self.modality} tasks")
+        torch.manual_seed(self.config.training.seed)
+        backbone = make_backbone(algo.backbone, self.pre)
+        return algorithms.create(algo.name, backbone, self.n_way, algo.hyperparams)
+
+    def sample(self, split: str, n_tasks: int, rng: np.random.Generator) -> EpisodeBatch:
+        if split not in self.samplers:
+            raise ConfigError(f"the {split} split is empty: no {split} episodes can be drawn")
+        return self.samplers[split].sample(n_tasks, rng)
+
+    def validation_batches(self, split: str, episodes: int, batch: int, seed: int) -> list[EpisodeBatch]:
+        """The same ``episodes`` episodes every time (seeded), in batches of ``batch``."""
+        rng = step_rng(seed, split, 0)
+        out, left = [], episodes
+        while left > 0:
+            n = min(batch, left)
+            out.append(self.sample(split, n, rng))
+            left -= n
+        return out
+
+    def dataset_id(self) -> str:
+        """A stable id of the dataset config (for the store)."""
+        return hashlib.sha1(json.dumps(self.config.to_dict()["dataset"], sort_keys=True).encode()).hexdigest()[:16]
+
+    def class_names(self, episode_classes: list[int]) -> list[str]:
+        return [self.dataset.classes[c] for c in episode_classes] if self.dataset else []
+
+
+def _enough(ds: ClassificationDataset, ids: list[int], task) -> bool:
+    counts = np.bincount(ds.labels, minlength=len(ds.classes))
+    return sum(counts[i] >= task.shot + task.query for i in ids) >= task.way
+
+
+def mean_ci95(values: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the normal 95% confidence interval."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return float(v.mean()) if v.size else float("nan"), float("nan")
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(v.size))
+
+
+def evaluate(learner: MetaLearner, batches: list[EpisodeBatch], device: torch.device) -> dict[str, float]:
+    """Mean and 95% CI of the per-episode metric, plus the mean adaptation curve."""
+    per_task, extras = [], []
+    for b in batches:
+        pt, extra = learner.evaluate(b.to(device))
+        per_task.append(pt.cpu())
+        extras.append(extra)
+    mean, ci = mean_ci95(torch.cat(per_task))
+    out = {learner.metric_name: mean, "ci95": ci, "episodes": int(sum(len(p) for p in per_task))}
+    keys = [k for k in extras[0] if k.startswith("adapt_loss_")] if extras else []
+    for k in keys:
+        out[k] = float(np.mean([e[k] for e in extras]))
+    return out

@@ -1,0 +1,46 @@
+"""Starting configs per built-in dataset, and algorithm presets applied to a config."""
+
+from __future__ import annotations
+
+from metagui.core import algorithms
+from metagui.core.config import RunConfig
+from metagui.core.errors import ConfigError
+
+# task and training settings that suit each built-in on a laptop CPU
+SOURCE_DEFAULTS: dict[str, dict] = {
+    "intents": {"task": {"way": 5, "shot": 5, "query": 5}, "training": {"steps": 300, "val_every": 50}},
+    "glyphs": {"task": {"way": 5, "shot": 1, "query": 5}, "training": {"steps": 300, "val_every": 50},
+               "dataset": {"image_size": 28}},
+    "sinusoid": {"task": {"way": 0, "shot": 10, "query": 10}, "training": {"steps": 2000, "val_every": 200}},
+}
+
+
+def default_config(algorithm: str = "protonet", source: str = "intents", preset: str | None = None) -> RunConfig:
+    """A ready-to-run config for a built-in dataset source."""
+    if source not in SOURCE_DEFAULTS:
+        raise ConfigError(f"no default config for dataset '{source}' (choose {', '.join(SOURCE_DEFAULTS)})")
+    cls = algorithms.get(algorithm)
+    modality = {"intents": "text", "glyphs": "image", "sinusoid": "regression"}[source]
+    if modality not in cls.modalities:
+        raise ConfigError(f"{cls.label} cannot learn {modality} tasks")
+    cfg = RunConfig(name="")
+    cfg.dataset.source = source
+    for section, values in SOURCE_DEFAULTS[source].items():
+        for k, v in values.items():
+            setattr(getattr(cfg, section), k, v)
+    cfg.algorithm.name = algorithm
+    if preset:
+        apply_preset(cfg, preset)
+    return cfg
+
+
+def apply_preset(cfg: RunConfig, preset: str) -> RunConfig:
+    """Set the preset's hyperparameters (and task settings, if it has any) on ``cfg``."""
+    cls = algorithms.get(cfg.algorithm.name)
+    if preset not in cls.presets:
+        raise ConfigError(f"{cls.label} has no preset '{preset}' (it has: {', '.join(cls.presets) or 'none'})")
+    p = cls.presets[preset]
+    cfg.algorithm.hyperparams = cls.validate_hyperparams({**cfg.algorithm.hyperparams, **p.get("hyperparams", {})})
+    for k, v in p.get("task", {}).items():
+        setattr(cfg.task, k, v)
+    return cfg

@@ -1,0 +1,291 @@
+"""The meta-training loop: validation with confidence intervals, best/last checkpoints,
+pause / resume / cooperative cancel, a NaN guard, and events for whoever is watching.
+
+The trainer knows nothing of Qt: the GUI's worker thread calls ``run`` and forwards the
+plain-dict events it receives through queued signals.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metagui.core.checkpoint import load_checkpoint, save_checkpoint
+from metagui.core.config import RunConfig
+from metagui.core.device import select_device
+from metagui.core.errors import Cancelled, ConfigError, MetaGUIError
+from metagui.core.experiment import Experiment, evaluate
+from metagui.core.store import RunStore
+from metagui.core.tasks import step_rng
+
+Event = dict[str, Any]
+
+
+class TrainingControl:
+    """Thread-safe flags the trainer checks between meta-steps."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._running.set()  # wake a paused loop so that it can stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_while_paused(self, on_pause: Callable[[], None], on_resume: Callable[[], None]) -> None:
+        if self._running.is_set():
+            return
+        on_pause()
+        while not self._running.wait(0.1):
+            pass
+        on_resume()
+
+
+@dataclass
+class RunResult:
+    run_id: int | None
+    status: str  # completed | cancelled | diverged | failed
+    steps: int
+    best_val: float | None = None
+    best_val_ci: float | None = None
+    last_val: float | None = None
+    duration_s: float = 0.0
+    error: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: RunConfig,
+        store: RunStore | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        control: TrainingControl | None = None,
+        run_dir: Path | None = None,
+        resume_run: int | None = None,
+        project_id: int | None = None,
+        experiment: Experiment | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.on_event = on_event or (lambda e: None)
+        self.control = control or TrainingControl()
+        self.resume_run = resume_run
+        self.project_id = project_id
+        self.experiment = experiment
+        self._run_dir = run_dir
+        self.run_id: int | None = resume_run
+
+    # --- helpers ----------------------------------------------------------------------------
+    def emit(self, kind: str, **data: Any) -> None:
+        self.on_event({"kind": kind, "run_id": self.run_id, **data})
+
+    def log(self, message: str) -> None:
+        self.emit("log", message=message)
+
+    @property
+    def run_dir(self) -> Path:
+        if self._run_dir is None:
+            base = self.store.runs_dir if self.store else Path.cwd() / "metagui-runs"
+            self._run_dir = base / f"run-{self.run_id}"
+        return self._run_dir
+
+    def _validate_config(self) -> None:
+        t = self.config.training
+        if t.steps < 1:
+            raise ConfigError("training.steps must be at least 1")
+        if t.val_every < 1 or t.val_episodes < 1:
+            raise ConfigError("training.val_every and training.val_episodes must be at least 1")
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.time()
+        try:
+            self._validate_config()
+            device = select_device(self.config.training.device)
+            if self.experiment is None:
+                self.log("Loading data...")
+                self.experiment = Experiment.prepare(
+                    self.config,
+                    progress=lambda d, n: self.emit("progress", phase="data", done=d, total=n),
+                    cancel=lambda: self.control.cancelled,
+                )
+            exp = self.experiment
+            learner = exp.build_learner().to(device)
+            # The optimiser was made before .to(device); parameters move in place, so it stays valid.
+            start_step = self._open_run(exp, device, learner)
+        except Cancelled:
+            return self._finish(RunResult(self.run_id, "cancelled", 0), started)
+        except MetaGUIError as exc:
+            self.emit("error", message=str(exc))
+            return self._finish(RunResult(self.run_id, "failed", 0, error=str(exc)), started)
+        return self._loop(exp, learner, device, start_step, started)
+
+    def _open_run(self, exp: Experiment, device: torch.device, learner) -> int:
+        cfg = self.config
+        ds_name = exp.dataset.name if exp.dataset else cfg.dataset.source
+        task = f"{cfg.task.way}-way {cfg.task.shot}-shot" if exp.n_way else f"{cfg.task.shot}-shot regression"
+        if self.store is not None and self.resume_run is None:
+            if exp.dataset is not None:
+                self.store.record_dataset(exp.dataset_id(), ds_name, cfg.dataset.source, cfg.dataset.path,
+                                          cfg.to_dict()["dataset"], exp.dataset.stats().as_dict())
+            self.run_id = self.store.create_run(
+                name=cfg.name or f"{cfg.algorithm.name} on {ds_name}", config_toml=cfg.to_toml(),
+                algorithm=cfg.algorithm.name, dataset=ds_name, task=task, device=str(device),
+                project_id=self.project_id, dataset_id=exp.dataset_id() if exp.dataset else "",
+            )
+        elif self.run_id is None:
+            self.run_id = 0
+        start_step = 0
+        if self.resume_run is not None:
+            meta = load_checkpoint(self.run_dir, "last", learner)
+            start_step = int(meta["step"])
+            self._best = meta.get("best_val")
+            self.log(f"Resumed run {self.run_id} at step {start_step}")
+        if self.store is not None:
+            self.store.update_run(self.run_id, status="running", started=time.time(), device=str(device), pid=os.getpid())
+        self.emit("started", device=str(device), steps=cfg.training.steps, start_step=start_step,
+                  metric=learner.metric_name, algorithm=cfg.algorithm.name)
+        self.log(f"Run {self.run_id}: {cfg.algorithm.name}, {task}, on {device}")
+        return start_step
+
+    def _loop(self, exp: Experiment, learner, device: torch.device, start_step: int, started: float) -> RunResult:
+        cfg = self.config.training
+        metric = learner.metric_name
+        higher_better = metric != "mse"
+        best = getattr(self, "_best", None)
+        best_ci = None
+        last_val = None
+        pending: list[tuple[int, str, float]] = []
+        last_flush = time.perf_counter()
+        loop_start = time.perf_counter()
+        step = start_step
+        val_batches = None
+        if "val" in exp.samplers:
+            val_batches = exp.validation_batches("val", cfg.val_episodes, max(learner.hp["meta_batch"], 16), cfg.seed)
+        else:
+            self.log("No validation classes: validation is skipped (set val_ratio above 0)")
+        status = "completed"
+        error = ""
+        last_metrics: dict[str, float] = {}
+        try:
+            while step < cfg.steps:
+                self.control.wait_while_paused(
+                    lambda: self._paused(learner, step, best), lambda: self._resumed(step)
+                )
+                if self.control.cancelled:
+                    status = "cancelled"
+                    break
+                learner.set_progress(step / cfg.steps)
+                batch = exp.sample("train", learner.hp["meta_batch"], step_rng(cfg.seed, "train", step)).to(device)
+                t0 = time.perf_counter()
+                m = learner.meta_step(batch)
+                dt = time.perf_counter() - t0
+                step += 1
+                if not all(math.isfinite(v) for v in m.values()):
+                    status = "diverged"
+                    error = f"training diverged at step {step} (loss {m.get('loss')}); the last good checkpoint is kept"
+                    self.emit("error", message=error)
+                    break
+                elapsed = time.perf_counter() - loop_start
+                done = step - start_step
+                m["tasks_per_s"] = batch.n_tasks / max(dt, 1e-9)
+                m["elapsed_s"] = elapsed
+                m["eta_s"] = elapsed / done * (cfg.steps - step)
+                if device.type == "cuda":
+                    m["gpu_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+                last_metrics = m
+                pending.extend((step, f"train/{k}", v) for k, v in m.items())
+                self.emit("metrics", step=step, metrics=m)
+                if val_batches is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                    v = evaluate(learner, val_batches, device)
+                    last_val = v[metric]
+                    pending.extend((step, f"val/{k}", val) for k, val in v.items())
+                    improved = best is None or (last_val > best if higher_better else last_val < best)
+                    if improved:
+                        best, best_ci = last_val, v["ci95"]
+                        self._save(learner, "best", step, best, v)
+                    self._save(learner, "last", step, best, v)
+                    self.emit("validation", step=step, metrics=v, best=best)
+                    self.log(f"step {step}: val {metric} {last_val:.4f} ± {v['ci95']:.4f}")
+                elif step % cfg.log_every == 0:
+                    self.log(f"step {step}: loss {m['loss']:.4f}, {metric} {m[metric]:.4f}, {m['tasks_per_s']:.1f} tasks/s")
+                if self.store is not None and (time.perf_counter() - last_flush > 0.5 or step == cfg.steps):
+                    self.store.add_metrics(self.run_id, pending)
+                    self.store.update_run(self.run_id, steps_done=step, best_val=best, best_val_ci=best_ci)
+                    pending.clear()
+                    last_flush = time.perf_counter()
+        except MetaGUIError as exc:
+            status, error = "failed", str(exc)
+            self.emit("error", message=error)
+        except Exception as exc:  # a bug or resource error: keep what was trained, report it
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            self.emit("error", message=error, traceback=traceback.format_exc())
+        if self.store is not None and pending:
+            self.store.add_metrics(self.run_id, pending)
+        if status in ("completed", "cancelled") and step > start_step:
+            self._save(learner, "last", step, best, {})
+        if status == "completed" and val_batches is None:
+            self._save(learner, "best", step, None, {})
+        result = RunResult(self.run_id, status, step, best, best_ci, last_val, error=error, metrics=last_metrics)
+        self.learner = learner
+        return self._finish(result, started)
+
+    def _paused(self, learner, step: int, best) -> None:
+        if step > 0:
+            self._save(learner, "last", step, best, {})
+        if self.store is not None:
+            self.store.update_run(self.run_id, status="paused", steps_done=step)
+        self.emit("status", status="paused", step=step)
+        self.log(f"Paused at step {step}")
+
+    def _resumed(self, step: int) -> None:
+        if self.store is not None:
+            self.store.update_run(self.run_id, status="running")
+        self.emit("status", status="running", step=step)
+        self.log(f"Resumed at step {step}")
+
+    def _save(self, learner, kind: str, step: int, best, val: dict) -> None:
+        meta = {
+            "run_id": self.run_id, "step": step, "best_val": best, "validation": val,
+            "config": self.config.to_dict(), "algorithm": self.config.algorithm.name,
+            "n_way": self.experiment.n_way, "preprocessing": self.experiment.pre.as_dict(),
+            "hyperparams": learner.hp,
+        }
+        path = save_checkpoint(self.run_dir, kind, learner, meta)
+        if self.store is not None:
+            self.store.record_checkpoint(self.run_id, kind, str(path), step, val.get(learner.metric_name))
+
+    def _finish(self, result: RunResult, started: float) -> RunResult:
+        result.duration_s = time.time() - started
+        if self.store is not None and self.run_id:
+            self.store.update_run(
+                self.run_id, status=result.status, finished=time.time(), duration_s=result.duration_s,
+                steps_done=result.steps, error=result.error,
+            )
+        self.emit("finished", status=result.status, steps=result.steps, best=result.best_val, error=result.error)
+        return result
