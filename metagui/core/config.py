@@ -30,7 +30,7 @@ class DatasetConfig:
     # images
     image_size: int = 28
     channels: int = 1
-    invert: bool = True  # Omniglot draws black strokes on white: invert to white-on-black
+    invert: bool = False  # Omniglot draws black strokes on white: invert gives white-on-black
     rotations: bool = False  # add 90/180/270-degree rotations as new classes (Omniglot protocol)
     # text tables
     text_column: str = "text"

@@ -107,15 +107,19 @@ class TextEncoder(nn.Module):
 
     def __init__(self, buckets: int = 1 << 15, dim: int = 64, hidden: int = 128) -> None:
         super().__init__()
-        self.bag = nn.EmbeddingBag(buckets, dim, mode="mean", padding_idx=0)
-        nn.init.normal_(self.bag.weight, std=0.1)
+        # A plain embedding + masked mean rather than nn.EmbeddingBag: EmbeddingBag has no
+        # second derivative (second-order MAML) and no vmap rule.
+        self.embedding = nn.Embedding(buckets, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.1)
         with torch.no_grad():
-            self.bag.weight[0].zero_()
+            self.embedding.weight[0].zero_()
         self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         self.emb_dim = hidden
 
     def forward(self, ids: torch.Tensor, tasks: int = 1) -> torch.Tensor:
-        return self.net(self.bag(ids))
+        mask = (ids > 0).unsqueeze(-1).to(self.embedding.weight.dtype)
+        summed = (self.embedding(ids) * mask).sum(1)
+        return self.net(summed / mask.sum(1).clamp_min(1.0))
 
 
 # --- preprocessing --------------------------------------------------------------------------

@@ -219,8 +219,9 @@ def episode_from_items(
     or texts) to model inputs. Returns the batch and the label names in label order."""
     names = sorted({str(i["label"]) for i in ep["support"]})
     index = {n: i for i, n in enumerate(names)}
-    sx = encode([i["item"] for i in ep["support"]])
-    qx = encode([i["item"] for i in ep["query"]])
+    # one call, so that padded inputs (texts) share one width
+    xs = encode([i["item"] for i in ep["support"]] + [i["item"] for i in ep["query"]])
+    sx, qx = xs[: len(ep["support"])], xs[len(ep["support"]) :]
     sy = torch.tensor([index[str(i["label"])] for i in ep["support"]])
     qy = torch.tensor([index[str(i["label"])] for i in ep["query"]])
     return EpisodeBatch(sx[None], sy[None], qx[None], qy[None], len(names)), names

@@ -92,7 +92,7 @@ def apply_theme(app: QApplication, name: str) -> Theme:
         font.setPointSizeF(10)
     app.setFont(font)
     app.setStyleSheet(style_sheet(theme))
-    pg.setConfigOptions(background=theme.plot_bg, foreground=theme.plot_fg, antialias=True)
+    pg.setConfigOptions(background=theme.plot_bg, foreground=theme.plot_fg, antialias=False)
     return theme
 
 

@@ -171,11 +171,15 @@ class _TrainingWorker(QObject):
         self._interval = batch_interval
         self._pending: list[dict] = []
         self._last_emit = 0.0
+        self.gate = threading.Event()
+        self.gate.set()
 
     def _on_event(self, ev: dict) -> None:
         # Called on the worker thread. Batch the high-rate events (one per meta-step) so
         # that the GUI thread receives a handful of queued signals per second.
         self._pending.append(ev)
+        if not self.gate.is_set():
+            self.gate.wait(0.1)
         now = time.monotonic()
         if ev.get("kind") not in ("metrics", "progress") or now - self._last_emit >= self._interval:
             self._flush(now)
@@ -248,6 +252,7 @@ class TrainingSession(QObject):
         self._thread.setObjectName("metagui-training")
         self._worker = _TrainingWorker(config, Path(db_path), dataset, resume_run, project_id,
                                        self.control, threads, batch_interval)
+        self.gate = self._worker.gate
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.run)
         self._worker.events.connect(self._on_events)
@@ -294,3 +299,16 @@ class TrainingSession(QObject):
         self._running = False
         self.result = result
         self.finished.emit(result)
+
+
+def warm_up_torch(progress=None, cancel=None) -> None:
+    """Import what the first training step would import (building an optimiser pulls in
+    torch._dynamo and sympy: ~800 modules). Done once in the background at start-up, so
+    that pressing Train does not stall the window with those imports."""
+    import torch
+    from torch.func import functional_call, vmap
+
+    lin = torch.nn.Linear(2, 2)
+    torch.optim.Adam(lin.parameters(), lr=1e-3)
+    params = dict(lin.named_parameters())
+    vmap(lambda x: functional_call(lin, params, (x,)))(torch.ones(2, 3, 2))

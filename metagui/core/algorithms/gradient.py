@@ -19,7 +19,11 @@ from metagui.core.tasks import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
 
-VECTORISE = HyperParam("vectorise", bool, True, "Batch the tasks of a meta-batch with torch.func.vmap (faster; off = a per-task loop).")
+VECTORISE = HyperParam(
+    "vectorise", bool, False,
+    "Batch the tasks of a meta-batch with torch.func.vmap. On the CPU a per-task loop is faster "
+    "(see `metagui bench train`); try it on a GPU.",
+)
 
 INNER = (
     HyperParam("inner_lr", float, 0.1, "Step size of the inner (task adaptation) gradient steps.", 1e-5, 10.0, log=True),
@@ -79,8 +83,8 @@ class GradientLearner(MetaLearner):
     @property
     def vectorised(self) -> bool:
         """Batch the tasks of a meta-batch with vmap (one call per step instead of a Python
-        loop over tasks). EmbeddingBag has no vmap rule, so text backbones loop."""
-        return bool(self.hp.get("vectorise", True)) and not hasattr(self.backbone, "bag")
+        loop over tasks)."""
+        return bool(self.hp.get("vectorise", False))
 
     def adapt_functional(self, params: Params, sx: torch.Tensor, sy: torch.Tensor, steps: int, first_order: bool) -> Params:
         """The inner loop in torch.func form (vmap-able): ``grad`` of the support loss."""

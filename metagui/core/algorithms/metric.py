@@ -135,14 +135,18 @@ class RelationNet(MetricLearner):
     def build(self) -> None:
         d = self.backbone.emb_dim
         h = self.hp["relation_hidden"]
-        self.relation = nn.Sequential(nn.Linear(2 * d, h), nn.ReLU(), nn.Linear(h, h // 2 or 1), nn.ReLU(), nn.Linear(h // 2 or 1, 1))
+        self.relation = nn.Sequential(nn.Linear(4 * d, h), nn.ReLU(), nn.Linear(h, h // 2 or 1), nn.ReLU(), nn.Linear(h // 2 or 1, 1))
 
     def scores(self, es, sy, eq, n_way):
         # class feature: mean of its support embeddings (the paper sums; the mean keeps the
         # scale fixed when support sets are unbalanced)
         cls = one_hot_means(es, sy, n_way)  # [T, N, d]
         t, q, d = eq.shape
-        pairs = torch.cat([cls[:, None].expand(t, q, n_way, d), eq[:, :, None].expand(t, q, n_way, d)], dim=-1)
+        c = cls[:, None].expand(t, q, n_way, d)
+        x = eq[:, :, None].expand(t, q, n_way, d)
+        # the paper's concatenation, plus |c - x| and c * x: the relation module learns a
+        # comparison much faster when it sees them (same idea, richer pair features)
+        pairs = torch.cat([c, x, (c - x).abs(), c * x], dim=-1)
         return torch.sigmoid(self.relation(pairs).squeeze(-1))  # [T, Q, N] in (0, 1)
 
     def loss_from_scores(self, scores, qy):

@@ -1,0 +1,444 @@
+"""Tasks: the shape of the few-shot problems (N-way, K-shot, Q queries), how classes are
+split between meta-training, validation and test, and a preview of one episode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from metagui.core.errors import MetaGUIError
+from metagui.core.tasks import EpisodeSampler, check_task, split_classes
+from metagui.gui import icons, theme
+from metagui.gui.state import AppState
+from metagui.gui.widgets.assign import AssignmentTable
+from metagui.gui.widgets.common import Banner, PageHeader, page_layout
+from metagui.gui.widgets.items import TextItemsTable, ThumbnailGrid, class_color
+
+STRATEGIES = [("ratio", "By ratio (random classes)"), ("classes", "Explicit class lists"), ("domain", "By domain")]
+
+
+class TasksPage(QWidget):
+    next_requested = Signal()
+    reload_requested = Signal()
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._syncing = False
+        self._episodes_drawn = 0
+        self.last_episode: dict | None = None
+        self.error: str = ""
+
+        outer = page_layout(self)
+        self.header = PageHeader(
+            "tasks", "Tasks",
+            "Define the small problems the learner practises on: N classes per task, K examples of "
+            "each to learn from (support) and Q more to be tested on (query).")
+        outer.addWidget(self.header)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.setChildrenCollapsible(False)
+        outer.addWidget(split, 1)
+
+        # --- left: the task spec ---------------------------------------------------------------
+        form_host = QWidget()
+        fl = QVBoxLayout(form_host)
+        fl.setContentsMargins(0, 0, 8, 0)
+        fl.setSpacing(10)
+        shape = QGroupBox("Episode shape")
+        sf = QFormLayout(shape)
+        self.way = self._spin(2, 1000, "N-way: how many classes each task mixes")
+        self.shot = self._spin(1, 1000, "K-shot: labelled examples per class that the learner adapts on (support set)")
+        self.query = self._spin(1, 1000, "Query examples per class that each task is scored on after adapting")
+        self.way_label = QLabel("N-way (classes)")
+        self.shot_label = QLabel("K-shot (support)")
+        self.query_label = QLabel("Queries per class")
+        sf.addRow(self.way_label, self.way)
+        sf.addRow(self.shot_label, self.shot)
+        sf.addRow(self.query_label, self.query)
+        fl.addWidget(shape)
+
+        splits = QGroupBox("Class split")
+        spl = QVBoxLayout(splits)
+        self.strategy = QComboBox()
+        for key, label in STRATEGIES:
+            self.strategy.addItem(label, key)
+        self.strategy.setToolTip("Meta-testing uses classes never seen in meta-training. "
+                                 "Split them at random, by hand, or by whole domains (languages, alphabets).")
+        spl.addWidget(self.strategy)
+        self.split_stack = QStackedWidget()
+        ratio = QWidget()
+        rf = QFormLayout(ratio)
+        rf.setContentsMargins(0, 4, 0, 0)
+        self.train_ratio = self._ratio("Share of classes used for meta-training")
+        self.val_ratio = self._ratio("Share of classes used to validate during training (early stopping, best checkpoint)")
+        self.test_share = QLabel()
+        self.test_share.setObjectName("Muted")
+        rf.addRow("Train", self.train_ratio)
+        rf.addRow("Validation", self.val_ratio)
+        rf.addRow("Test", self.test_share)
+        self.split_stack.addWidget(ratio)
+        self.class_table = AssignmentTable("classes")
+        self.fill_button = QPushButton("Start from the ratio split")
+        self.fill_button.setToolTip("Fill the lists with the random ratio split, then adjust by hand")
+        cw = QWidget()
+        cl = QVBoxLayout(cw)
+        cl.setContentsMargins(0, 4, 0, 0)
+        cl.addWidget(self.class_table, 1)
+        cl.addWidget(self.fill_button)
+        self.split_stack.addWidget(cw)
+        self.domain_table = AssignmentTable("domains")
+        self.split_stack.addWidget(self.domain_table)
+        spl.addWidget(self.split_stack, 1)
+        self.split_summary = QLabel()
+        self.split_summary.setObjectName("Muted")
+        self.split_summary.setWordWrap(True)
+        spl.addWidget(self.split_summary)
+        fl.addWidget(splits, 1)
+
+        aug = QGroupBox("Augmentation and seed")
+        af = QFormLayout(aug)
+        self.rotations = QCheckBox("Rotations: 90°, 180°, 270° copies become new classes")
+        self.rotations.setToolTip("The Omniglot protocol: quadruples the classes of an image dataset "
+                                  "(reloads the images). For image folders and downloaded image sets.")
+        af.addRow(self.rotations)
+        self.seed = self._spin(0, 2**31 - 1, "Seed of the class split and of episode sampling: same seed, same tasks")
+        af.addRow("Seed", self.seed)
+        fl.addWidget(aug)
+        self.banner = Banner()
+        fl.addWidget(self.banner)
+
+        scroll = QScrollArea()
+        scroll.setWidget(form_host)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setMinimumWidth(360)
+        scroll.setMaximumWidth(470)
+        split.addWidget(scroll)
+
+        # --- right: an episode --------------------------------------------------------------------
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(8, 0, 0, 0)
+        bar = QHBoxLayout()
+        self.sample_button = QPushButton("Sample an episode")
+        self.sample_button.setObjectName("Primary")
+        self.sample_button.setToolTip("Draw one task from the chosen split, as the trainer would (Ctrl+E)")
+        self.sample_button.clicked.connect(self.sample_episode)
+        self.sample_split = QComboBox()
+        for key, label in (("train", "from training classes"), ("val", "from validation classes"), ("test", "from test classes")):
+            self.sample_split.addItem(label, key)
+        bar.addWidget(self.sample_button)
+        bar.addWidget(self.sample_split)
+        bar.addStretch(1)
+        rl.addLayout(bar)
+        self.episode_title = QLabel("Press “Sample an episode” to see what one task looks like.")
+        self.episode_title.setObjectName("Muted")
+        self.episode_title.setWordWrap(True)
+        rl.addWidget(self.episode_title)
+        self.support_label = QLabel("<b>Support</b> — the examples the learner adapts on")
+        self.query_label2 = QLabel("<b>Query</b> — what it must then label")
+        self.support_stack = QStackedWidget()
+        self.query_stack = QStackedWidget()
+        self.support_grid, self.query_grid = ThumbnailGrid(52), ThumbnailGrid(52)
+        self.support_text, self.query_text = TextItemsTable(), TextItemsTable()
+        self.sine_plot = pg.PlotWidget()
+        self.support_stack.addWidget(self.support_grid)
+        self.support_stack.addWidget(self.support_text)
+        self.support_stack.addWidget(self.sine_plot)
+        self.query_stack.addWidget(self.query_grid)
+        self.query_stack.addWidget(self.query_text)
+        self.query_stack.addWidget(QLabel("Query points are drawn in the plot above (hollow)."))
+        rl.addWidget(self.support_label)
+        rl.addWidget(self.support_stack, 1)
+        rl.addWidget(self.query_label2)
+        rl.addWidget(self.query_stack, 1)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+
+        foot = QHBoxLayout()
+        foot.addStretch(1)
+        self.next_button = QPushButton("Next: Algorithm  →")
+        self.next_button.clicked.connect(self.next_requested)
+        foot.addWidget(self.next_button)
+        outer.addLayout(foot)
+
+        for w in (self.way, self.shot, self.query, self.seed):
+            w.valueChanged.connect(self._on_edit)
+        for w in (self.train_ratio, self.val_ratio):
+            w.valueChanged.connect(self._on_edit)
+        self.strategy.currentIndexChanged.connect(self._on_strategy)
+        self.class_table.changed.connect(self._on_edit)
+        self.domain_table.changed.connect(self._on_edit)
+        self.fill_button.clicked.connect(self._fill_from_ratio)
+        self.rotations.toggled.connect(self._on_rotations)
+        state.config_changed.connect(self._on_config_changed)
+        state.dataset_changed.connect(self._on_dataset_changed)
+        self.sync_from_config()
+        self.apply_theme()
+
+    @staticmethod
+    def _spin(low: int, high: int, tip: str) -> QSpinBox:
+        s = QSpinBox()
+        s.setRange(low, high)
+        s.setToolTip(tip)
+        s.setMinimumWidth(110)
+        return s
+
+    @staticmethod
+    def _ratio(tip: str) -> QDoubleSpinBox:
+        s = QDoubleSpinBox()
+        s.setRange(0.0, 1.0)
+        s.setSingleStep(0.05)
+        s.setDecimals(2)
+        s.setToolTip(tip)
+        return s
+
+    # --- config <-> widgets ---------------------------------------------------------------------
+    def sync_from_config(self) -> None:
+        self._syncing = True
+        t = self.state.config.task
+        regression = self.state.modality == "regression"
+        self.way.setValue(max(t.way, 2))
+        self.shot.setValue(t.shot)
+        self.query.setValue(t.query)
+        self.seed.setValue(t.seed)
+        self.train_ratio.setValue(t.train_ratio)
+        self.val_ratio.setValue(t.val_ratio)
+        self.strategy.setCurrentIndex(max(0, self.strategy.findData(t.split)))
+        self.rotations.setChecked(self.state.config.dataset.rotations)
+        self._syncing = False
+        self._fill_tables()
+        self.way.setEnabled(not regression)
+        self.way_label.setText("N-way (classes)" if not regression else "N-way (not used: regression)")
+        self.shot_label.setText("K-shot (support)" if not regression else "Points to learn from (K)")
+        self.query_label.setText("Queries per class" if not regression else "Points to predict")
+        self.strategy.setEnabled(not regression)
+        src = self.state.config.dataset.source
+        self.rotations.setEnabled(self.state.modality == "image" and src in ("image_folder", "catalog"))
+        self._on_strategy(update=False)
+        self.refresh()
+
+    def write_config(self) -> None:
+        t = self.state.config.task
+        regression = self.state.modality == "regression"
+        t.way = 0 if regression else self.way.value()
+        t.shot = self.shot.value()
+        t.query = self.query.value()
+        t.seed = self.seed.value()
+        t.split = str(self.strategy.currentData())
+        t.train_ratio = round(self.train_ratio.value(), 4)
+        t.val_ratio = round(self.val_ratio.value(), 4)
+        if t.split == "classes":
+            a = self.class_table.assignment()
+            t.train_classes, t.val_classes, t.test_classes = a["train"], a["val"], a["test"]
+        if t.split == "domain":
+            a = self.domain_table.assignment()
+            t.train_domains, t.val_domains, t.test_domains = a["train"], a["val"], a["test"]
+
+    def _on_edit(self, *_: object) -> None:
+        if self._syncing:
+            return
+        self.write_config()
+        self._syncing = True
+        self.state.changed("task")
+        self._syncing = False
+        self.refresh()
+
+    def _on_strategy(self, *_: object, update: bool = True) -> None:
+        key = self.strategy.currentData()
+        self.split_stack.setCurrentIndex({"ratio": 0, "classes": 1, "domain": 2}.get(key, 0))
+        if update and not self._syncing:
+            if key == "classes" and not any(self.class_table.assignment().values()):
+                self._fill_from_ratio()
+            self._on_edit()
+
+    def _on_rotations(self, on: bool) -> None:
+        if self._syncing:
+            return
+        self.state.config.dataset.rotations = on
+        self.state.changed("dataset")
+        self.reload_requested.emit()
+
+    def _on_config_changed(self, section: str) -> None:
+        if not self._syncing and section in ("all", "task", "dataset"):
+            self.sync_from_config()
+
+    def _on_dataset_changed(self) -> None:
+        self._fill_tables()
+        self.sync_from_config()
+
+    def _fill_tables(self) -> None:
+        ds = self.state.dataset
+        t = self.state.config.task
+        if ds is None or not self.state.dataset_ready:
+            self.class_table.set_rows([], {})
+            self.domain_table.set_rows([], {})
+            return
+        st = ds.stats()
+        assign = {c: s for s in ("train", "val", "test") for c in getattr(t, f"{s}_classes")}
+        self.class_table.set_rows(list(st.per_class.items()), assign)
+        dassign = {d: s for s in ("train", "val", "test") for d in getattr(t, f"{s}_domains")}
+        items_per_domain: dict[str, int] = {}
+        for c, d in zip(ds.classes, ds.class_domains, strict=True):
+            items_per_domain[d] = items_per_domain.get(d, 0) + st.per_class[c]
+        self.domain_table.set_rows(sorted(items_per_domain.items()), dassign)
+
+    def _fill_from_ratio(self) -> None:
+        ds = self.state.dataset
+        if ds is None or not self.state.dataset_ready:
+            return
+        import dataclasses
+
+        t = dataclasses.replace(self.state.config.task, split="ratio")
+        try:
+            parts = split_classes(ds, t)
+        except MetaGUIError as exc:
+            self.banner.show_message("error", str(exc))
+            return
+        assign = {ds.classes[i]: s for s, ids in parts.items() for i in ids}
+        self.class_table.set_rows(list(ds.stats().per_class.items()), assign)
+        if not self._syncing:
+            self._on_edit()
+
+    # --- checking -------------------------------------------------------------------------------
+    def check(self) -> str:
+        """'' when the task can be trained, else the core's readable reason."""
+        t = self.state.config.task
+        if self.state.modality == "regression":
+            return "" if t.shot >= 1 and t.query >= 1 else "shot and query must be at least 1"
+        ds = self.state.dataset
+        if ds is None or not self.state.dataset_ready:
+            return ""
+        try:
+            splits = split_classes(ds, t)
+            check_task(ds, t, splits)
+        except MetaGUIError as exc:
+            return str(exc)
+        return ""
+
+    def refresh(self) -> None:
+        t = self.state.config.task
+        self.test_share.setText(f"{max(0.0, 1 - t.train_ratio - t.val_ratio):.0%} of the classes (the rest)")
+        regression = self.state.modality == "regression"
+        ds = self.state.dataset
+        self.error = self.check()
+        ready = regression or (ds is not None and self.state.dataset_ready)
+        if self.error:
+            self.banner.show_message("error", self.error[:1].upper() + self.error[1:] + ".")
+        elif not ready:
+            self.banner.show_message("info", "Load a dataset on the Data page to check this task against it.")
+        elif regression:
+            self.banner.show_message("ok", f"Each task: {t.shot} points to fit a sine wave, {t.query} to predict.")
+        else:
+            splits = split_classes(ds, t)
+            msg = f"{t.way}-way {t.shot}-shot tasks with {t.query} queries per class can be drawn."
+            if not splits["val"]:
+                msg += " No validation classes: training will not validate (set a validation share above 0)."
+                self.banner.show_message("warning", msg)
+            else:
+                self.banner.show_message("ok", msg)
+        if ready and not regression and not self.error:
+            splits = split_classes(ds, t)
+            need = t.shot + t.query
+            counts = np.bincount(ds.labels, minlength=len(ds.classes))
+            parts = []
+            for s, name in (("train", "train"), ("val", "validation"), ("test", "test")):
+                usable = sum(1 for c in splits[s] if counts[c] >= need)
+                skipped = len(splits[s]) - usable
+                parts.append(f"{name}: {len(splits[s])} classes" + (f" ({skipped} too small)" if skipped else ""))
+            self.split_summary.setText(" · ".join(parts))
+        else:
+            self.split_summary.setText("")
+        self.sample_button.setEnabled(ready and not self.error)
+        self.state.mark("tasks", bool(ready and not self.error))
+
+    # --- episode preview -------------------------------------------------------------------------
+    def sample_episode(self) -> dict | None:
+        """Draw one episode from the chosen split and show its support and query items."""
+        t = self.state.config.task
+        self._episodes_drawn += 1
+        rng = np.random.default_rng([t.seed, self._episodes_drawn])
+        split_name = str(self.sample_split.currentData())
+        if self.state.modality == "regression":
+            return self._sample_sine(rng)
+        ds = self.state.dataset
+        if ds is None or not self.state.dataset_ready:
+            self.banner.show_message("info", "Load a dataset first (Data page).")
+            return None
+        try:
+            splits = split_classes(ds, t)
+            check_task(ds, t, splits)
+            if not splits[split_name]:
+                raise MetaGUIError(f"the {split_name} split has no classes")
+            # Items as their own indices: the core sampler then hands back which items it drew.
+            sampler = EpisodeSampler(torch.arange(len(ds)), ds.labels, splits[split_name], t.way, t.shot, t.query)
+            batch = sampler.sample(1, rng)
+        except MetaGUIError as exc:
+            self.banner.show_message("error", str(exc))
+            return None
+        classes = [ds.classes[c] for c in batch.classes[0]]
+        support = [(int(i), int(y)) for i, y in zip(batch.support_x[0].tolist(), batch.support_y[0].tolist(), strict=True)]
+        query = [(int(i), int(y)) for i, y in zip(batch.query_x[0].tolist(), batch.query_y[0].tolist(), strict=True)]
+        self.last_episode = {"split": split_name, "classes": classes, "support": support, "query": query}
+        names = ", ".join(c.split("/")[-1] for c in classes[:8]) + ("…" if len(classes) > 8 else "")
+        self.episode_title.setText(f"Episode {self._episodes_drawn} from the {split_name} split: "
+                                   f"{t.way} classes ({names}); {len(support)} support, {len(query)} query items. "
+                                   "Colours mark the classes.")
+        if ds.modality.value == "image":
+            self.support_stack.setCurrentWidget(self.support_grid)
+            self.query_stack.setCurrentWidget(self.query_grid)
+            for grid, items in ((self.support_grid, support), (self.query_grid, query)):
+                grid.set_items([(ds.images[i], f"{y}: {classes[y].split('/')[-1]}", classes[y], class_color(y))
+                                for i, y in items])
+        else:
+            self.support_stack.setCurrentWidget(self.support_text)
+            self.query_stack.setCurrentWidget(self.query_text)
+            for table, items in ((self.support_text, support), (self.query_text, query)):
+                table.set_rows([(f"{y}: {classes[y]}", ds.texts[i], class_color(y)) for i, y in items])
+        self.state.mark("tasks", True)
+        return self.last_episode
+
+    def _sample_sine(self, rng: np.random.Generator) -> dict:
+        from metagui.core.data.sinusoid import SinusoidTasks
+
+        t = self.state.config.task
+        fam = SinusoidTasks(t.shot, t.query)
+        batch = fam.sample(1, rng)
+        th = theme.current()
+        pi = self.sine_plot.getPlotItem()
+        pi.clear()
+        pi.addLegend(offset=(-10, 10))
+        sx, sy = batch.support_x[0, :, 0].numpy(), batch.support_y[0, :, 0].numpy()
+        qx, qy = batch.query_x[0, :, 0].numpy(), batch.query_y[0, :, 0].numpy()
+        pi.plot(sx, sy, pen=None, symbol="o", symbolBrush=th.series[0], symbolSize=9, name="support (fit these)")
+        pi.plot(qx, qy, pen=None, symbol="o", symbolBrush=None, symbolPen=pg.mkPen(th.series[1], width=2),
+                symbolSize=9, name="query (predict these)")
+        self.support_stack.setCurrentWidget(self.sine_plot)
+        self.query_stack.setCurrentIndex(2)
+        self.episode_title.setText(f"Episode {self._episodes_drawn}: one sine wave, {t.shot} points to learn from, "
+                                   f"{t.query} to predict.")
+        self.last_episode = {"split": "train", "classes": [], "support": sx.tolist(), "query": qx.tolist()}
+        return self.last_episode
+
+    def apply_theme(self) -> None:
+        self.header.refresh_theme()
+        self.sample_button.setIcon(icons.icon("dice", theme.current().accent_text))
+        self.sine_plot.setBackground(theme.current().plot_bg)

@@ -1,0 +1,141 @@
+"""What the pages share: the one run config being edited, the loaded dataset, the project.
+
+Pages edit ``state.config`` in place and call ``state.changed(section)``; everybody else
+listens to ``config_changed``. The store connection here belongs to the GUI thread; the
+training worker opens its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from metagui.core.config import DatasetConfig, RunConfig
+from metagui.core.errors import MetaGUIError
+from metagui.core.store import RunStore
+
+STEPS = ("data", "tasks", "algorithm", "train", "chat", "runs", "export")
+DEMO_NAME = "Demo: voice intents with ProtoNet"
+
+
+def dataset_key(cfg: DatasetConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def source_modality(cfg: DatasetConfig) -> str:
+    """The modality a dataset config will produce, known before loading it."""
+    if cfg.source == "sinusoid":
+        return "regression"
+    if cfg.source in ("intents", "text_table"):
+        return "text"
+    if cfg.source in ("glyphs", "image_folder"):
+        return "image"
+    if cfg.source == "catalog":
+        from metagui.core.data.catalog import CATALOG
+
+        entry = CATALOG.get(cfg.path)
+        return "image" if entry is not None and entry.kind == "image_zip" else "text"
+    return "text"
+
+
+class AppState(QObject):
+    config_changed = Signal(str)  # "dataset" | "task" | "algorithm" | "training" | "all"
+    dataset_changed = Signal()
+    project_changed = Signal()
+    steps_changed = Signal()
+    training_changed = Signal()
+
+    def __init__(self, db_path: str | Path | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.store = RunStore(db_path)
+        self.db_path = self.store.path
+        self.config = RunConfig()
+        self.dataset = None
+        self._loaded_key: str | None = None
+        self.project_id: int | None = None
+        self.project_name = ""
+        self.done: dict[str, bool] = dict.fromkeys(STEPS, False)
+        self.training_run_id: int | None = None
+        self.training_active = False
+        self._autosave = QTimer(self)
+        self._autosave.setSingleShot(True)
+        self._autosave.setInterval(800)
+        self._autosave.timeout.connect(self.save_project)
+
+    # --- config ------------------------------------------------------------------------------
+    def changed(self, section: str) -> None:
+        self.config_changed.emit(section)
+        self._autosave.start()
+
+    def set_config(self, cfg: RunConfig) -> None:
+        self.config = cfg
+        self.config_changed.emit("all")
+        self._autosave.start()
+
+    # --- dataset -----------------------------------------------------------------------------
+    def set_dataset(self, ds, cfg: DatasetConfig) -> None:
+        self.dataset = ds
+        self._loaded_key = dataset_key(cfg) if ds is not None or cfg.source == "sinusoid" else None
+        self.dataset_changed.emit()
+        self.mark("data", self.dataset_ready)
+
+    @property
+    def dataset_ready(self) -> bool:
+        """The loaded dataset is the one the config describes (always true for sinusoid)."""
+        if self.config.dataset.source == "sinusoid":
+            return True
+        return self.dataset is not None and self._loaded_key == dataset_key(self.config.dataset)
+
+    @property
+    def modality(self) -> str:
+        if self.dataset_ready and self.dataset is not None:
+            return str(self.dataset.modality.value)
+        return source_modality(self.config.dataset)
+
+    # --- flow marks ----------------------------------------------------------------------------
+    def mark(self, step: str, done: bool) -> None:
+        if self.done.get(step) != done:
+            self.done[step] = done
+            self.steps_changed.emit()
+
+    # --- projects ----------------------------------------------------------------------------
+    def save_project(self) -> None:
+        self._autosave.stop()
+        if self.project_id is None:
+            return
+        self.store.save_project(self.project_name, self.config.to_toml(), self.project_id)
+
+    def new_project(self, name: str, cfg: RunConfig) -> int:
+        self.save_project()
+        self.project_id = self.store.save_project(name, cfg.to_toml())
+        self.project_name = name
+        self.set_config(cfg)
+        self.project_changed.emit()
+        return self.project_id
+
+    def open_project(self, project_id: int) -> None:
+        rows = {p["id"]: p for p in self.store.projects()}
+        if project_id not in rows:
+            raise MetaGUIError(f"project {project_id} is not in {self.db_path}")
+        self.save_project()
+        row = rows[project_id]
+        cfg = RunConfig.from_toml(row["config"])
+        self.project_id = project_id
+        self.project_name = row["name"]
+        self.set_config(cfg)
+        self.project_changed.emit()
+
+    def rename_project(self, name: str) -> None:
+        self.project_name = name
+        self.save_project()
+        self.project_changed.emit()
+
+    def projects(self) -> list[dict]:
+        return self.store.projects()
+
+    def close(self) -> None:
+        self.save_project()
+        self.store.close()

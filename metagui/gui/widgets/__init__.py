@@ -1,0 +1,1 @@
+"""Reusable widgets: page furniture, the buffered live plot, the hyperparameter form."""

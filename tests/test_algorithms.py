@@ -1,0 +1,129 @@
+import pytest
+import torch
+
+from metagui.core import algorithms
+from metagui.core.errors import ConfigError
+from metagui.core.models import MLP, Conv4, Preprocessing, TextEncoder, TextFeaturizer
+from metagui.core.tasks import EpisodeBatch
+
+
+def image_batch(t=2, n=3, k=2, q=2, size=16, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return EpisodeBatch(
+        torch.rand(t, n * k, 1, size, size, generator=g, dtype=dtype), torch.arange(n).repeat_interleave(k).expand(t, -1),
+        torch.rand(t, n * q, 1, size, size, generator=g, dtype=dtype), torch.arange(n).repeat_interleave(q).expand(t, -1), n,
+    )
+
+
+def meta_gradient(learner, batch):
+    learner.zero_grad()
+    learner.outer_loss(batch)[0].backward()
+    return {k: p.grad.clone() for k, p in learner.fast_params().items()}
+
+
+@pytest.mark.parametrize("vectorise", [False, True])
+@pytest.mark.parametrize("backbone", ["mlp", "conv4"])
+def test_maml_second_order_gradient_matches_finite_differences(backbone, vectorise):
+    torch.manual_seed(0)
+    hp = {"inner_steps": 2, "inner_lr": 0.1, "vectorise": vectorise}
+    if backbone == "mlp":
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand(3, 10, 1, generator=g, dtype=torch.float64) * 8 - 4
+        batch = EpisodeBatch(x[:, :5], torch.sin(x[:, :5]), x[:, 5:], torch.sin(x[:, 5:]), 0)
+        learner = algorithms.create("maml", MLP(1, 8, 2), 0, hp).double()
+    else:
+        learner = algorithms.create("maml", Conv4(1, 4, 16), 3, hp).double()
+        batch = image_batch(dtype=torch.float64)
+    grads = meta_gradient(learner, batch)
+    params = learner.fast_params()
+    gen = torch.Generator().manual_seed(2)
+    names = list(params)
+    worst = 0.0
+    for _ in range(10):
+        name = names[int(torch.randint(len(names), (1,), generator=gen))]
+        p = params[name]
+        i = int(torch.randint(p.numel(), (1,), generator=gen))
+        eps = 1e-6
+        with torch.no_grad():
+            p.view(-1)[i] += eps
+        up = learner.outer_loss(batch)[0].item()
+        with torch.no_grad():
+            p.view(-1)[i] -= 2 * eps
+        down = learner.outer_loss(batch)[0].item()
+        with torch.no_grad():
+            p.view(-1)[i] += eps
+        fd = (up - down) / (2 * eps)
+        worst = max(worst, abs(fd - float(grads[name].view(-1)[i])))
+    assert worst < 1e-6, f"meta-gradient differs from finite differences by {worst}"
+
+
+def test_first_order_differs_from_second_order():
+    torch.manual_seed(0)
+    batch = image_batch(dtype=torch.float64)
+    maml = algorithms.create("maml", Conv4(1, 4, 16), 3, {"inner_steps": 2, "inner_lr": 0.4}).double()
+    fo = algorithms.create("fomaml", Conv4(1, 4, 16), 3, {"inner_steps": 2, "inner_lr": 0.4}).double()
+    fo.load_state_dict(maml.state_dict())
+    a, b = meta_gradient(maml, batch), meta_gradient(fo, batch)
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert diff > 1e-6  # the Hessian term is really there in MAML and really absent in FOMAML
+
+
+def make(name, kind="conv4", n_way=3, **hp):
+    backbone = {"conv4": lambda: Conv4(1, 8, 16), "text": lambda: TextEncoder(1 << 10, 8, 16), "mlp": lambda: MLP()}[kind]()
+    return algorithms.create(name, backbone, n_way, hp)
+
+
+@pytest.mark.parametrize("name", sorted(algorithms.REGISTRY))
+def test_contract_step_evaluate_adapt_predict(name):
+    torch.manual_seed(0)
+    learner = make(name)
+    batch = image_batch(t=2, n=3, k=2, q=2)
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+    metrics = learner.meta_step(batch)
+    assert set(metrics) >= {"loss", "accuracy"} and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    changed = [k for k, v in learner.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "a meta-step must update the parameters"
+    per_task, extra = learner.evaluate(batch)
+    assert per_task.shape == (2,) and ((per_task >= 0) & (per_task <= 1)).all()
+    pred = learner.adapt(batch.support_x[0], batch.support_y[0])
+    probs = pred.predict(batch.query_x[0][:1])  # a lone query works too
+    assert probs.shape == (1, 3)
+    assert torch.allclose(probs.sum(-1), torch.ones(1), atol=1e-5)
+    if learner.family == "optimisation":
+        assert "adapt_loss_0" in extra
+
+
+@pytest.mark.parametrize("name", ["protonet", "matching", "relation"])
+def test_metric_learners_take_unbalanced_text_support_sets(name):
+    learner = make(name, "text", n_way=3)
+    feat = TextFeaturizer(Preprocessing(modality="text", text_buckets=1 << 10))
+    sx = feat(["check my balance", "how much money", "what is my balance", "block my card", "freeze card", "hello"])
+    sy = torch.tensor([0, 0, 0, 1, 1, 2])
+    probs = learner.adapt(sx, sy).predict(feat(["balance please", "lost card"]))
+    assert probs.shape == (2, 3) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "reptile"])
+def test_gradient_learners_do_regression(name):
+    learner = make(name, "mlp", n_way=0, inner_steps=1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 10, 1, generator=g)
+    m = learner.meta_step(EpisodeBatch(x[:, :5], x[:, :5] * 2, x[:, 5:], x[:, 5:] * 2, 0))
+    assert "mse" in m and m["mse"] >= 0
+    out = learner.adapt(x[0, :5], x[0, :5] * 2).predict(x[0, 5:])
+    assert out.shape == (5, 1)
+
+
+def test_hyperparameters_are_validated_against_the_schema():
+    with pytest.raises(ConfigError, match="inner_lr must be at least"):
+        make("maml", inner_lr=-1.0)
+    with pytest.raises(ConfigError, match="has no hyperparameter bogus"):
+        make("protonet", bogus=1)
+    with pytest.raises(ConfigError, match="inner_steps must be an integer"):
+        make("maml", inner_steps=1.5)
+    for cls in algorithms.REGISTRY.values():
+        assert cls.family in algorithms.FAMILIES and cls.summary and cls.label
+        for h in cls.schema():
+            assert h.help and h.validate(h.default) == h.default
+        for preset in cls.presets.values():
+            cls.validate_hyperparams(preset["hyperparams"])
