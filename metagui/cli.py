@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--steps", type=int, default=10)
     bt.add_argument("--device", default="cpu")
     bt.set_defaults(func=cmd_bench_train)
+    bl = bsub.add_parser("learn", help="train each algorithm briefly on each dataset; held-out accuracy / MSE")
+    bl.add_argument("--algorithms", default="protonet,matching,relation,maml,fomaml,metasgd,reptile")
+    bl.add_argument("--sources", default="glyphs,intents,omniglot,sinusoid")
+    bl.add_argument("--steps", type=int, default=100, help="meta-steps (x10 for sinusoid)")
+    bl.add_argument("--omniglot", default=str(Path("../shared/data/omniglot/images_background_small1.zip")),
+                    help="Omniglot zip to use for the 'omniglot' source")
+    bl.set_defaults(func=cmd_bench_learn)
     return p
 
 
@@ -217,6 +224,14 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from metagui.core.bench import bench_train
 
     bench_train([a.strip() for a in args.algorithms.split(",") if a.strip()], steps=args.steps, device=args.device)
+    return 0
+
+
+def cmd_bench_learn(args: argparse.Namespace) -> int:
+    from metagui.core.bench import bench_learn
+
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    bench_learn(split(args.algorithms), split(args.sources), args.steps, args.omniglot)
     return 0
 
 

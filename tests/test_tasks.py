@@ -7,7 +7,13 @@ import torch
 from metagui.core.config import TaskConfig
 from metagui.core.data.base import TextDataset
 from metagui.core.errors import ConfigError, DataError
-from metagui.core.tasks import EpisodeSampler, check_task, read_episodes_file, split_classes, step_rng
+from metagui.core.tasks import (
+    EpisodeSampler,
+    check_task,
+    read_episodes_file,
+    split_classes,
+    step_rng,
+)
 
 
 def toy_dataset(n_classes=12, per_class=8, domains=3):

@@ -136,3 +136,90 @@ def bench_train(algorithms: list[str], steps: int = 10, device: str = "cpu", ech
 if __name__ == "__main__":
     a, i, s, d = sys.argv[1:5]
     print(json.dumps(_worker(a, i, int(s), d)))
+
+
+# --- does each algorithm learn? ---------------------------------------------------------------
+# Settings for short CPU runs: paper-like inner loops, small budgets.
+LEARN_HYPERPARAMS: dict[str, dict] = {
+    "maml": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3},
+    "fomaml": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3},
+    "metasgd": {"inner_lr": 0.4},
+    "reptile": {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 10, "meta_lr": 1.0},
+    "protonet": {},
+    "matching": {},
+    "relation": {},
+}
+SINUSOID_HYPERPARAMS: dict[str, dict] = {
+    "maml": {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 10, "meta_batch": 25},
+    "fomaml": {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 10, "meta_batch": 25},
+    "metasgd": {"inner_lr": 0.01, "meta_batch": 25},
+    "reptile": {"inner_lr": 0.02, "inner_steps": 32, "eval_steps": 32, "meta_batch": 1, "meta_lr": 0.1},
+}
+LEARN_SOURCES = ("glyphs", "intents", "omniglot", "sinusoid")
+
+
+def learn_config(algorithm: str, source: str, steps: int, omniglot_zip: str = ""):
+    from metagui.core.presets import default_config
+
+    cfg = default_config(algorithm, "glyphs" if source == "omniglot" else source)
+    if source == "omniglot":
+        cfg.dataset.source, cfg.dataset.path, cfg.dataset.invert = "image_folder", omniglot_zip, True
+    hp = SINUSOID_HYPERPARAMS if source == "sinusoid" else LEARN_HYPERPARAMS
+    cfg.algorithm.hyperparams = dict(hp[algorithm])
+    cfg.training.steps = steps
+    cfg.training.val_every = steps
+    cfg.training.val_episodes = 100
+    return cfg
+
+
+def learning_check(cfg, test_episodes: int = 200, experiment=None, run_dir=None) -> dict:
+    """Meta-train ``cfg`` and evaluate on held-out test episodes. For regression, also the
+    query MSE before adaptation (``pre_mse``), to compare with after (``mse``)."""
+    import tempfile
+    from pathlib import Path
+
+    from metagui.core.experiment import Experiment, evaluate
+    from metagui.core.tasks import step_rng
+    from metagui.core.trainer import Trainer
+
+    exp = experiment or Experiment.prepare(cfg)
+    exp.config = cfg
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, experiment=exp, run_dir=Path(run_dir or tmp))
+        result = trainer.run()
+    seconds = time.perf_counter() - start
+    if result.status != "completed":
+        raise RuntimeError(f"training {cfg.algorithm.name} ended {result.status}: {result.error}")
+    rng = step_rng(cfg.training.seed + 1000, "test", 0)
+    batches = [exp.sample("test", 25, rng) for _ in range(max(1, test_episodes // 25))]
+    res = evaluate(trainer.learner, batches, torch.device("cpu"))
+    out = {"algorithm": cfg.algorithm.name, "train_seconds": seconds, "steps": result.steps, **res}
+    if "adapt_loss_0" in res and trainer.learner.regression:
+        out["pre_mse"] = res["adapt_loss_0"]
+    return out
+
+
+def bench_learn(algorithms: list[str], sources: list[str], steps: int, omniglot_zip: str, echo=print) -> list[dict]:
+    from metagui.core.experiment import Experiment
+
+    echo(f"held-out test episodes after {steps} meta-steps on {torch.get_num_threads()} CPU threads")
+    rows = []
+    for source in sources:
+        exp = None
+        for algo in algorithms:
+            if source == "sinusoid" and algo not in SINUSOID_HYPERPARAMS:
+                continue
+            cfg = learn_config(algo, source, steps * (10 if source == "sinusoid" else 1), omniglot_zip)
+            if exp is None and source != "sinusoid":
+                exp = Experiment.prepare(cfg)
+            r = learning_check(cfg, experiment=exp if source != "sinusoid" else None)
+            r["source"] = source
+            rows.append(r)
+            task = f"{cfg.task.way}-way {cfg.task.shot}-shot" if source != "sinusoid" else f"{cfg.task.shot}-shot"
+            if "accuracy" in r:
+                score = f"accuracy {r['accuracy']:.3f} ± {r['ci95']:.3f} (chance {1 / cfg.task.way:.2f})"
+            else:
+                score = f"MSE before adaptation {r['pre_mse']:.3f}, after {r['mse']:.3f} ± {r['ci95']:.3f}"
+            echo(f"{source:<9} {task:<14} {algo:<9} {score}  [{r['steps']} steps, {r['train_seconds']:.0f} s]")
+    return rows

@@ -133,7 +133,6 @@ def _build(cls: type, data: Any, where: str) -> Any:
     kwargs: dict[str, Any] = {}
     defaults = cls()
     for name, value in data.items():
-        f = known[name]
         key = f"{where}.{name}" if where else name
         current = getattr(defaults, name)
         if dataclasses.is_dataclass(current):
@@ -192,13 +191,11 @@ def _toml_key(k: str) -> str:
     return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
 
 
-def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict) or not v or prefix.count(".") >= 1]
-    tables = [(k, v) for k, v in data.items() if (k, v) not in scalars]
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars]
-    out = "\n".join(lines)
-    for k, v in tables:
-        name = f"{prefix}{_toml_key(k)}"
-        body = dumps_toml(v, name + ".")
-        out += ("\n\n" if out else "") + f"[{name}]\n" + body
-    return out + ("\n" if not prefix else "")
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Top-level scalars, then one [table] per nested dict (deeper dicts inline)."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for name, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{_toml_key(name)}]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"

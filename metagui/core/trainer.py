@@ -195,7 +195,7 @@ class Trainer:
         try:
             while step < cfg.steps:
                 self.control.wait_while_paused(
-                    lambda: self._paused(learner, step, best), lambda: self._resumed(step)
+                    lambda s=step, b=best: self._paused(learner, s, b), lambda s=step: self._resumed(s)
                 )
                 if self.control.cancelled:
                     status = "cancelled"
