@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("algorithms", help="list algorithms, their hyperparameters and presets")
     a.set_defaults(func=cmd_algorithms)
 
+    tr = sub.add_parser("tour", help="scripted walk through the real window: screenshots + summary.json")
+    tr.add_argument("--out", required=True, help="folder for the PNG screenshots and summary.json")
+    tr.add_argument("--steps", type=int, default=60, help="meta-steps to train during the tour")
+    tr.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    tr.set_defaults(func=cmd_tour)
+
     b = sub.add_parser("bench", help="benchmarks (print ratios against a baseline measured in the same run)")
     bsub = b.add_subparsers(dest="bench", required=True)
     bt = bsub.add_parser("train", help="meta-train throughput and peak memory per algorithm vs a naive per-task loop")
@@ -218,6 +224,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     print(default_config(args.algorithm, args.dataset, args.preset).to_toml(), end="")
     return 0
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    from metagui.tour import run_tour
+
+    summary = run_tour(args.out, steps=args.steps, db=args.db)
+    print(json.dumps(summary, indent=1))
+    return 0 if not summary.get("error") else 1
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:

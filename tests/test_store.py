@@ -34,3 +34,18 @@ def test_runs_tags_transcripts_and_delete(tmp_path):
     store.add_metrics(run_id, [(1, "train/loss", 1.0)])
     store.delete_run(run_id)
     assert store.runs() == [] and store.transcripts(run_id) == [] and store.metric_names(run_id) == []
+
+
+def test_runs_whose_process_died_are_marked_failed(tmp_path):
+    import subprocess
+    import sys
+
+    store = RunStore(tmp_path / "s.db")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_id = store.create_run(name="r", config_toml="", algorithm="maml", dataset="d", task="t", device="cpu")
+    store.update_run(run_id, status="running", pid=int(dead.stdout))
+    alive = store.create_run(name="mine", config_toml="", algorithm="maml", dataset="d", task="t", device="cpu")
+    store.update_run(alive, status="running")  # this process: alive
+    assert store.reap_stale_runs() == [run_id]
+    assert store.run(run_id)["status"] == "failed" and "ended without finishing" in store.run(run_id)["error"]
+    assert store.run(alive)["status"] == "running"

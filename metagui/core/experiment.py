@@ -118,7 +118,8 @@ def mean_ci95(values: torch.Tensor | np.ndarray) -> tuple[float, float]:
 
 
 def evaluate(learner: MetaLearner, batches: list[EpisodeBatch], device: torch.device) -> dict[str, float]:
-    """Mean and 95% CI of the per-episode metric, plus the mean adaptation curve."""
+    """Mean and 95% CI of the per-episode metric, the mean query loss, and the mean
+    adaptation curve (optimisation learners)."""
     per_task, extras = [], []
     for b in batches:
         pt, extra = learner.evaluate(b.to(device))
@@ -126,6 +127,8 @@ def evaluate(learner: MetaLearner, batches: list[EpisodeBatch], device: torch.de
         extras.append(extra)
     mean, ci = mean_ci95(torch.cat(per_task))
     out = {learner.metric_name: mean, "ci95": ci, "episodes": int(sum(len(p) for p in per_task))}
+    if all("loss" in e for e in extras):
+        out["loss"] = float(np.average([e["loss"] for e in extras], weights=[len(p) for p in per_task]))
     keys = [k for k in extras[0] if k.startswith("adapt_loss_")] if extras else []
     for k in keys:
         out[k] = float(np.mean([e[k] for e in extras]))

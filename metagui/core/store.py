@@ -30,6 +30,16 @@ def default_db_path() -> Path:
     return Path(user_data_dir("metagui", appauthor=False)) / "metagui.db"
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RunStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else default_db_path()
@@ -139,6 +149,17 @@ class RunStore:
         for r in rows:
             r["tags"] = json.loads(r.get("tags") or "[]")
         return rows
+
+    def reap_stale_runs(self) -> list[int]:
+        """Mark runs "failed" whose training process on this machine is gone (killed or
+        crashed while running or paused), so they do not look alive forever."""
+        stale = []
+        for row in self.db["runs"].rows_where("status IN ('running', 'paused', 'created')"):
+            if row["pid"] and row["pid"] != os.getpid() and not _process_alive(row["pid"]):
+                stale.append(row["id"])
+        for run_id in stale:
+            self.update_run(run_id, status="failed", error="the process training this run ended without finishing it")
+        return stale
 
     def delete_run(self, run_id: int) -> None:
         with self.db.conn:

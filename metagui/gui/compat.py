@@ -6,7 +6,7 @@ CPython 3.12 ``None`` is immortal and the bug is invisible; on 3.11 its referenc
 reaches zero after some thousands of such calls and the interpreter aborts with
 "none_dealloc: deallocating None". PySide6 6.11 is not affected. Until the dependency is
 pinned away from it, we give ``None`` a reference count so large that the leak can never
-exhaust it (which is what 3.12's immortal objects do).
+exhaust it (which is what 3.12's immortal objects do); True and False likewise.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def protect_none_refcount() -> bool:
         return False
     if not affected(PySide6.__version__):
         return False
-    # ob_refcnt is the first field of every CPython object; we hold the GIL here.
-    refcnt = ctypes.c_ssize_t.from_address(id(None))
-    refcnt.value += 1 << 60
+    # ob_refcnt is the first field of every CPython object; we hold the GIL here. True and
+    # False get the same protection: some paths (bool signal arguments) leak them too.
+    for obj in (None, True, False):
+        refcnt = ctypes.c_ssize_t.from_address(id(obj))
+        refcnt.value += 1 << 60
     _PROTECTED = True
     return True

@@ -187,7 +187,8 @@ class MainWindow(QMainWindow):
         act(f, "new_project", "&New project…", self.new_project, QKeySequence.StandardKey.New, "Start a project from the current settings")
         act(f, "open_project", "&Open project…", self.choose_project, QKeySequence.StandardKey.Open, "Switch to another project")
         act(f, "rename_project", "&Rename project…", self.rename_project)
-        act(f, "demo_project", "Open the &demo project", lambda: self.open_demo_project(), tip="Voice intents with ProtoNet, ready to train")
+        act(f, "demo_project", "Open the &demo project", lambda: self.open_demo_project(reset=True),
+            tip="Voice intents with ProtoNet, ready to train (its settings are reset)")
         act(f, "save_project", "&Save project", self.save_project, QKeySequence.StandardKey.Save, icon_name="save")
         f.addSeparator()
         act(f, "open_config", "Open run &config (TOML)…", self.open_config, "Ctrl+Shift+O")
@@ -243,7 +244,7 @@ class MainWindow(QMainWindow):
     # --- projects --------------------------------------------------------------------------------
     def open_initial_project(self, demo: bool) -> None:
         if demo:
-            self.open_demo_project()
+            self.open_demo_project(reset=True)
             return
         last = self.settings.value("project/last")
         projects = {p["id"]: p for p in self.state.projects()}
@@ -258,10 +259,14 @@ class MainWindow(QMainWindow):
         else:
             self.open_demo_project()
 
-    def open_demo_project(self) -> None:
+    def open_demo_project(self, reset: bool = False) -> None:
+        """Open the demo project; ``reset`` puts back its ready-to-train settings."""
         for p in self.state.projects():
             if p["name"] == DEMO_NAME:
-                self._open_project(p["id"])
+                self.state.open_project(p["id"])
+                if reset:
+                    self.state.set_config(demo_config())
+                self.data_page.ensure_loaded()
                 return
         self.state.new_project(DEMO_NAME, demo_config())
         self.data_page.ensure_loaded()

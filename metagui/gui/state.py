@@ -51,6 +51,7 @@ class AppState(QObject):
     def __init__(self, db_path: str | Path | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.store = RunStore(db_path)
+        self.store.reap_stale_runs()  # runs whose process died while training
         self.db_path = self.store.path
         self.config = RunConfig()
         self.dataset = None
@@ -58,6 +59,7 @@ class AppState(QObject):
         self.project_id: int | None = None
         self.project_name = ""
         self.done: dict[str, bool] = dict.fromkeys(STEPS, False)
+        self.closed = False
         self.training_run_id: int | None = None
         self.training_active = False
         self._autosave = QTimer(self)
@@ -104,7 +106,7 @@ class AppState(QObject):
     # --- projects ----------------------------------------------------------------------------
     def save_project(self) -> None:
         self._autosave.stop()
-        if self.project_id is None:
+        if self.project_id is None or self.closed:
             return
         self.store.save_project(self.project_name, self.config.to_toml(), self.project_id)
 
@@ -137,5 +139,8 @@ class AppState(QObject):
         return self.store.projects()
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.save_project()
+        self.closed = True
         self.store.close()

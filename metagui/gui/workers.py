@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from metagui.core.errors import Cancelled, MetaGUIError
 
@@ -99,6 +99,9 @@ class BackgroundTask(QObject):
         self._worker.failed.connect(self._on_failed)
         self._worker.cancelled.connect(self._on_cancelled)
         self._worker.finished.connect(self._on_finished)
+        # Quit the thread's event loop from the worker itself, so that a GUI thread blocked in
+        # wait() (window closing) does not wait for its own queued slot.
+        self._worker.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
         self._running = False
 
     def start(self) -> BackgroundTask:
@@ -171,15 +174,11 @@ class _TrainingWorker(QObject):
         self._interval = batch_interval
         self._pending: list[dict] = []
         self._last_emit = 0.0
-        self.gate = threading.Event()
-        self.gate.set()
 
     def _on_event(self, ev: dict) -> None:
         # Called on the worker thread. Batch the high-rate events (one per meta-step) so
         # that the GUI thread receives a handful of queued signals per second.
         self._pending.append(ev)
-        if not self.gate.is_set():
-            self.gate.wait(0.1)
         now = time.monotonic()
         if ev.get("kind") not in ("metrics", "progress") or now - self._last_emit >= self._interval:
             self._flush(now)
@@ -252,11 +251,11 @@ class TrainingSession(QObject):
         self._thread.setObjectName("metagui-training")
         self._worker = _TrainingWorker(config, Path(db_path), dataset, resume_run, project_id,
                                        self.control, threads, batch_interval)
-        self.gate = self._worker.gate
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.run)
         self._worker.events.connect(self._on_events)
         self._worker.done.connect(self._on_done)
+        self._worker.done.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
         self._running = False
 
     def start(self) -> TrainingSession:

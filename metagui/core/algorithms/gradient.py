@@ -169,18 +169,12 @@ class MAML(GradientLearner):
 
 
 @register
-class FOMAML(GradientLearner):
+class FOMAML(MAML):
     name = "fomaml"
     label = "FOMAML"
     summary = "MAML without second derivatives: the query gradient at the adapted weights updates the initialisation."
     paper = "Finn, Abbeel, Levine 2017 (first-order approximation)"
-    hyperparams = INNER
     first_order = True
-    presets = {
-        "Omniglot 5-way (paper)": {"hyperparams": PAPER_OMNIGLOT},
-        "Sinusoid (paper)": {"hyperparams": PAPER_SINUSOID},
-        "Customer-service MAML": {"hyperparams": CUSTOMER_SERVICE, "task": {"shot": 5, "query": 5}},
-    }
 
 
 @register

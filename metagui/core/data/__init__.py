@@ -39,8 +39,9 @@ def load_dataset(
         )
     if source == "glyphs":
         from metagui.core.data.glyphs import generate_glyphs
+        from metagui.core.data.images import with_rotations
 
-        return generate_glyphs(
+        glyphs = generate_glyphs(
             n_alphabets=cfg.n_alphabets,
             characters_per_alphabet=cfg.characters_per_alphabet,
             drawers=cfg.drawers,
@@ -49,6 +50,7 @@ def load_dataset(
             progress=progress,
             cancel=cancel,
         )
+        return with_rotations(glyphs) if cfg.rotations else glyphs
     if source == "intents":
         from metagui.core.data.intents import load_intents
 

@@ -178,7 +178,9 @@ class Downloader:
         timeout: float = 30.0,
         chunk_size: int = 1 << 16,
     ) -> None:
-        self.mirror = mirror
+        # METAGUI_CATALOG_MIRROR: a base URL serving the catalog's files (a lab mirror, or a
+        # loopback server in tests), used when no mirror is passed.
+        self.mirror = mirror if mirror is not None else os.environ.get("METAGUI_CATALOG_MIRROR") or None
         self.url_for = url_for
         self.timeout = timeout
         self.chunk_size = chunk_size

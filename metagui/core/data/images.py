@@ -241,6 +241,17 @@ def _decode(data: bytes, mode: str, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def with_rotations(ds: ImageDataset) -> ImageDataset:
+    """``ds`` plus its 90/180/270-degree rotations as new classes (Omniglot protocol)."""
+    images, labels, classes, domains, paths = _add_rotations(
+        ds.images, ds.labels, ds.classes, ds.class_domains, ds.paths or [""] * len(ds)
+    )
+    return ImageDataset(
+        name=ds.name, classes=classes, labels=labels, class_domains=domains,
+        problems=list(ds.problems), images=images, paths=paths,
+    )
+
+
 def _add_rotations(
     images: torch.Tensor,
     labels: np.ndarray,

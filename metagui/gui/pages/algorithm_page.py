@@ -4,7 +4,7 @@ presets, the backbone network and the device to train on."""
 from __future__ import annotations
 
 from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -48,6 +48,10 @@ BACKBONE_LABELS = {"auto": "Automatic (suits the data)", "conv4": "Conv-4 (4 con
                    "text": "Text encoder (hashed n-grams + MLP)", "mlp": "MLP 2×40 (vectors)"}
 
 
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.replace("²", "2").lower() if ch.isalnum())
+
+
 class _AlgorithmDelegate(QStyledItemDelegate):
     """Two lines per algorithm: its name, and what it does in one sentence."""
 
@@ -83,7 +87,19 @@ class _AlgorithmDelegate(QStyledItemDelegate):
     def sizeHint(self, option, index) -> QSize:  # noqa: N802
         if index.data(KIND_ROLE) == "family":
             return QSize(200, 30)
-        return QSize(200, 62)
+        view = self.parent()
+        width = max(120, view.viewport().width() - view.indentation() - 16) if view is not None else 300
+        small = QFont(option.font)
+        small.setPointSizeF(max(8.0, option.font.pointSizeF() - 1))
+        text = QFontMetrics(small).boundingRect(QRect(0, 0, width, 1000), int(Qt.TextFlag.TextWordWrap),
+                                                index.data(SUMMARY_ROLE) or "")
+        return QSize(200, 20 + text.height() + 12)
+
+
+class _AlgorithmTree(QTreeWidget):
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self.scheduleDelayedItemsLayout()  # summaries re-wrap to the new width
 
 
 class AlgorithmPage(QWidget):
@@ -103,15 +119,17 @@ class AlgorithmPage(QWidget):
         split.setChildrenCollapsible(False)
         outer.addWidget(split, 1)
 
-        self.tree = QTreeWidget()
+        self.tree = _AlgorithmTree()
         self.tree.setHeaderHidden(True)
         self.tree.setItemDelegate(_AlgorithmDelegate(self.tree))
         self.tree.setMouseTracking(True)
         self.tree.setRootIsDecorated(False)
         self.tree.setIndentation(8)
         self.tree.setMinimumWidth(340)
-        self.tree.setMaximumWidth(440)
+        self.tree.setMaximumWidth(470)
+        self.tree.setUniformRowHeights(False)
         self.items: dict[str, QTreeWidgetItem] = {}
+        registered = {_norm(c.label) for c in REGISTRY.values()} | {_norm(n) for n in REGISTRY}
         for fam, fam_label in FAMILIES.items():
             top = QTreeWidgetItem([fam_label])
             top.setData(0, KIND_ROLE, "family")
@@ -132,6 +150,8 @@ class AlgorithmPage(QWidget):
                 top.addChild(it)
                 self.items[name] = it
             for label, summary in COMING.get(fam, []):
+                if _norm(label) in registered:
+                    continue  # it has arrived
                 it = QTreeWidgetItem([label])
                 it.setData(0, SUMMARY_ROLE, summary)
                 it.setData(0, KIND_ROLE, "coming")

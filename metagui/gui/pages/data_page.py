@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -103,7 +104,8 @@ class DropZone(QFrame):
         lay.setContentsMargins(12, 12, 12, 12)
         self.icon = QLabel()
         self.icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.label = QLabel("Drop a folder, .zip, .csv, .tsv or .jsonl anywhere on this page")
+        self.label = QLabel("Your own data? Drop a folder of class folders, a .zip, or a .csv / .tsv / "
+                            ".jsonl table anywhere on this page, or choose it:")
         self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label.setWordWrap(True)
         self.label.setObjectName("Muted")
@@ -161,7 +163,8 @@ class DataPage(QWidget):
         ll.setContentsMargins(0, 0, 8, 0)
         ll.setSpacing(10)
         self.source = QComboBox()
-        for key, label in SOURCES:
+        for key, label in SOURCES + [(k, k.replace("_", " ").capitalize() + " (built-in)")
+                                     for k in BUILTIN_SOURCES if k not in dict(SOURCES)]:
             self.source.addItem(label, key)
             self.source.setItemData(self.source.count() - 1, BUILTIN_SOURCES.get(key, ""), Qt.ItemDataRole.ToolTipRole)
         self.source.setToolTip("Where the examples come from")
@@ -226,6 +229,8 @@ class DataPage(QWidget):
         self.histogram.getPlotItem().setLabel("left", "examples")
         self.histogram.getPlotItem().setLabel("bottom", "classes (sorted by size)")
         self.histogram.setMouseEnabled(x=True, y=False)
+        for ax in ("left", "bottom"):
+            self.histogram.getPlotItem().getAxis(ax).enableAutoSIPrefix(False)
         ol.addWidget(self.histogram, 3)
         dcol = QVBoxLayout()
         dcol.addWidget(QLabel("<b>Domains</b>"))
@@ -346,8 +351,13 @@ class DataPage(QWidget):
         self.catalog.currentIndexChanged.connect(self._update_catalog_info)
         self.opt_pages["catalog"] = w
 
-        for key, _ in SOURCES:
-            self.options.addWidget(self.opt_pages[key])
+        for key in BUILTIN_SOURCES:
+            if key not in self.opt_pages:  # a source added to the core later: no options here yet
+                note = QLabel(BUILTIN_SOURCES[key])
+                note.setWordWrap(True)
+                self.opt_pages[key] = note
+        for page in self.opt_pages.values():
+            self.options.addWidget(page)
 
     @staticmethod
     def _spin(low: int, high: int, tip: str) -> QSpinBox:
@@ -434,7 +444,6 @@ class DataPage(QWidget):
         src = self.current_source()
         self.options.setCurrentWidget(self.opt_pages[src])
         self.source_help.setText(BUILTIN_SOURCES.get(src, ""))
-        self.drop.setVisible(src in ("image_folder", "text_table"))
         self.load_button.setText({"catalog": "Download and load", "sinusoid": "Use sine waves"}.get(src, "Load dataset"))
         self.load_button.setIcon(icons.icon("download" if src == "catalog" else "data", theme.current().accent_text))
         self._update_catalog_info()
@@ -666,7 +675,8 @@ class DataPage(QWidget):
         if (~ok).any():
             pi.addItem(pg.BarGraphItem(x=x[~ok], height=counts[~ok], width=0.85, brush=t.bad, pen=None))
         line = pg.InfiniteLine(pos=need, angle=0, pen=pg.mkPen(t.warn, width=1.5, style=Qt.PenStyle.DashLine),
-                               label=f"a task needs {need} per class", labelOpts={"color": t.warn, "position": 0.85})
+                               label=f"a task needs {need} per class", labelOpts={"color": t.warn, "position": 0.7, "anchors": [(0.5, 1), (0.5, 1)],
+                                          "fill": pg.mkBrush(QColor(t.plot_bg))})
         pi.addItem(line)
         pi.setTitle("Examples per class", color=t.plot_fg, size="10pt")
         pi.enableAutoRange()

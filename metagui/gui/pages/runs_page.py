@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -41,7 +48,7 @@ from metagui.core.errors import MetaGUIError
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState
 from metagui.gui.widgets.common import Banner, PageHeader, human_seconds, page_layout
-from metagui.gui.widgets.curves import SeriesBuffer
+from metagui.gui.widgets.curves import SeriesBuffer, legend_in_title_row, style_legend
 
 COLUMNS = [
     ("id", "ID"), ("name", "Name"), ("algorithm", "Algorithm"), ("dataset", "Dataset"), ("task", "Task"),
@@ -51,6 +58,7 @@ COLUMNS = [
 COL = {key: i for i, (key, _) in enumerate(COLUMNS)}
 SORT_ROLE = Qt.ItemDataRole.UserRole
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
+_ROOT = QModelIndex()
 STATUS_COLORS = {"completed": "good", "running": "accent", "paused": "warn", "failed": "bad",
                  "diverged": "bad", "cancelled": "muted", "created": "muted"}
 
@@ -63,10 +71,10 @@ class RunsModel(QAbstractTableModel):
         super().__init__(parent)
         self.rows: list[dict] = []
 
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+    def rowCount(self, parent=_ROOT) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent=_ROOT) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
@@ -121,7 +129,7 @@ class RunsModel(QAbstractTableModel):
         if key == "duration_s":
             return human_seconds(value)
         if key == "created":
-            return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
+            return time.strftime("%b %d %H:%M", time.localtime(value))
         return str(value)
 
     def setData(self, index, value, role=Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
@@ -166,17 +174,34 @@ class RunsFilter(QSortFilterProxyModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.status = ""
+        self.project_id: int | None = None
         self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.setFilterKeyColumn(-1)
         self.setSortRole(SORT_ROLE)
 
     def set_status(self, status: str) -> None:
-        self.status = status
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9
+            self.beginFilterChange()
+            self.status = status
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.status = status
+            self.invalidateFilter()
+
+    def set_project(self, project_id: int | None) -> None:
+        if hasattr(self, "beginFilterChange"):
+            self.beginFilterChange()
+            self.project_id = project_id
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.project_id = project_id
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent) -> bool:  # noqa: N802
-        model = self.sourceModel()
-        if self.status and model.rows[source_row].get("status") != self.status:
+        row = self.sourceModel().rows[source_row]
+        if self.status and row.get("status") != self.status:
+            return False
+        if self.project_id is not None and row.get("project_id") != self.project_id:
             return False
         return super().filterAcceptsRow(source_row, source_parent)
 
@@ -226,8 +251,11 @@ class RunsPage(QWidget):
         self.status_filter.addItem("All statuses", "")
         for s in ("completed", "running", "paused", "cancelled", "failed", "diverged"):
             self.status_filter.addItem(s.capitalize(), s)
+        self.project_only = QCheckBox("This project only")
+        self.project_only.setToolTip("Show only the runs started in the open project")
         bar.addWidget(self.filter, 1)
         bar.addWidget(self.status_filter)
+        bar.addWidget(self.project_only)
         self.buttons: dict[str, QPushButton] = {}
         for key, text, icon_name, tip in (
             ("reopen", "Reopen", "reopen", "Load the run's settings into the Data, Tasks, Algorithm and Train pages"),
@@ -240,7 +268,7 @@ class RunsPage(QWidget):
             b = QPushButton(text)
             b.setToolTip(tip)
             b.setProperty("icon_name", icon_name)
-            bar.addWidget(b)
+            self.header.actions.addWidget(b)
             self.buttons[key] = b
         outer.addLayout(bar)
         self.banner = Banner(closable=True)
@@ -263,10 +291,11 @@ class RunsPage(QWidget):
         self.table.setWordWrap(False)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.setStretchLastSection(True)
-        for key, width in (("id", 50), ("name", 220), ("algorithm", 90), ("dataset", 120), ("task", 110),
-                           ("status", 90), ("best_val", 120), ("steps_done", 70), ("duration_s", 90), ("device", 70),
-                           ("tags", 120)):
+        hh.setSectionResizeMode(COL["name"], QHeaderView.ResizeMode.Stretch)
+        hh.setStretchLastSection(False)
+        for key, width in (("id", 44), ("algorithm", 84), ("dataset", 100), ("task", 100),
+                           ("status", 84), ("best_val", 108), ("steps_done", 60), ("duration_s", 76), ("device", 60),
+                           ("tags", 100), ("created", 96)):
             self.table.setColumnWidth(COL[key], width)
         split.addWidget(self.table)
 
@@ -284,10 +313,14 @@ class RunsPage(QWidget):
         crow.addWidget(self.live_label, 1)
         cl.addLayout(crow)
         self.plot = pg.PlotWidget()
-        self.plot.getPlotItem().addLegend(offset=(-10, 10), labelTextSize="8pt")
+        self.plot.getPlotItem().addLegend(labelTextSize="8pt")
+        self.plot.getPlotItem().setTitle("Selected runs", size="10pt", justify="left")
+        legend_in_title_row(self.plot.getPlotItem())
         self.plot.getPlotItem().setClipToView(True)
         self.plot.getPlotItem().setDownsampling(auto=True, mode="peak")
         self.plot.getPlotItem().setLabel("bottom", "meta-step")
+        for ax in ("left", "bottom"):
+            self.plot.getPlotItem().getAxis(ax).enableAutoSIPrefix(False)
         cl.addWidget(self.plot, 1)
         self.tabs.addTab(curves, "Curves")
         cmp_tab = QWidget()
@@ -316,6 +349,8 @@ class RunsPage(QWidget):
 
         self.filter.textChanged.connect(self.proxy.setFilterFixedString)
         self.status_filter.currentIndexChanged.connect(lambda _: self.proxy.set_status(self.status_filter.currentData()))
+        self.project_only.toggled.connect(self._apply_project_filter)
+        state.project_changed.connect(self._apply_project_filter)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.metric.currentIndexChanged.connect(self._rebuild_curves)
         self.diff_only.toggled.connect(self._fill_diff)
@@ -333,6 +368,9 @@ class RunsPage(QWidget):
         self._update_buttons()
         self.apply_theme()
 
+    def _apply_project_filter(self, *_: object) -> None:
+        self.proxy.set_project(self.state.project_id if self.project_only.isChecked() else None)
+
     # --- polling ------------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
@@ -344,6 +382,8 @@ class RunsPage(QWidget):
         self.timer.stop()
 
     def refresh(self) -> None:
+        if self.state.closed:
+            return
         try:
             rows = self.state.store.runs()
         except Exception as exc:  # the database is busy or gone: say so, keep the old view
@@ -357,6 +397,8 @@ class RunsPage(QWidget):
     def poll(self) -> None:
         """Once a second: new or changed runs, and new metric rows of the selected ones."""
         self.refresh()
+        if self.state.closed:
+            return
         live = []
         for run_id, (buf, item) in self._curves.items():
             row = self.model.row_by_id(run_id)
@@ -454,6 +496,7 @@ class RunsPage(QWidget):
                            name=f"{rid}: {row.get('name', '')}"[:40])
             self._curves[rid] = (buf, item)
         pi.setLabel("left", self._curve_metric)
+        style_legend(pi.legend)
         pi.enableAutoRange()
 
     def curve_points(self) -> dict[int, int]:
@@ -529,10 +572,14 @@ class RunsPage(QWidget):
         self.table.edit(idx)
 
     def _rename(self, run_id: int, name: str) -> None:
+        if self.state.closed:
+            return
         self.state.store.update_run(run_id, name=name)
         self.banner.show_message("ok", f"Run {run_id} renamed to “{name}”.")
 
     def _retag(self, run_id: int, tags: list) -> None:
+        if self.state.closed:
+            return
         self.state.store.update_run(run_id, tags=tags)
 
     def delete_selected(self) -> None:
@@ -595,4 +642,5 @@ class RunsPage(QWidget):
             pi.getAxis(ax).setPen(pg.mkPen(t.plot_fg))
             pi.getAxis(ax).setTextPen(pg.mkPen(t.plot_fg))
         pi.showGrid(x=True, y=True, alpha=t.grid_alpha)
+        pi.setTitle("Selected runs", color=t.plot_fg, size="10pt", justify="left")
         self._rebuild_curves()

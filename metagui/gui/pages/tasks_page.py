@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QStackedWidget,
@@ -53,6 +54,8 @@ class TasksPage(QWidget):
             "Define the small problems the learner practises on: N classes per task, K examples of "
             "each to learn from (support) and Q more to be tested on (query).")
         outer.addWidget(self.header)
+        self.banner = Banner()
+        outer.addWidget(self.banner)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.setChildrenCollapsible(False)
         outer.addWidget(split, 1)
@@ -111,7 +114,8 @@ class TasksPage(QWidget):
         self.split_summary.setObjectName("Muted")
         self.split_summary.setWordWrap(True)
         spl.addWidget(self.split_summary)
-        fl.addWidget(splits, 1)
+        fl.addWidget(splits)
+        self._form_layout, self._splits_box = fl, splits
 
         aug = QGroupBox("Augmentation and seed")
         af = QFormLayout(aug)
@@ -122,13 +126,13 @@ class TasksPage(QWidget):
         self.seed = self._spin(0, 2**31 - 1, "Seed of the class split and of episode sampling: same seed, same tasks")
         af.addRow("Seed", self.seed)
         fl.addWidget(aug)
-        self.banner = Banner()
-        fl.addWidget(self.banner)
+        fl.addStretch(1)
 
         scroll = QScrollArea()
         scroll.setWidget(form_host)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(360)
         scroll.setMaximumWidth(470)
         split.addWidget(scroll)
@@ -264,7 +268,14 @@ class TasksPage(QWidget):
 
     def _on_strategy(self, *_: object, update: bool = True) -> None:
         key = self.strategy.currentData()
-        self.split_stack.setCurrentIndex({"ratio": 0, "classes": 1, "domain": 2}.get(key, 0))
+        index = {"ratio": 0, "classes": 1, "domain": 2}.get(key, 0)
+        self.split_stack.setCurrentIndex(index)
+        # only the shown page claims room: the ratio form stays compact
+        for i in range(self.split_stack.count()):
+            pol = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
+            self.split_stack.widget(i).setSizePolicy(pol, pol)
+        self.split_stack.adjustSize()
+        self._form_layout.setStretchFactor(self._splits_box, 0 if index == 0 else 10)
         if update and not self._syncing:
             if key == "classes" and not any(self.class_table.assignment().values()):
                 self._fill_from_ratio()

@@ -111,6 +111,7 @@ class LiveSeries:
         self._lo = SeriesBuffer() if band else None
         self._hi = SeriesBuffer() if band else None
         self.dirty = False
+        self.fixed_color: str | None = None
         self.lo = math.inf  # value range of everything drawn, for the plot's y range
         self.hi = -math.inf
         self.width = width
@@ -121,7 +122,10 @@ class LiveSeries:
         self.item = plot.plot([], [], pen=pen, name=name, **kw)
         self.smooth_item = None
         if smooth:
-            self.smooth_item = plot.plot([], [], pen=pg.mkPen(color, width=width))
+            strong = QColor(color)
+            strong = strong.darker(125) if theme.current().name == "light" else strong.lighter(115)
+            self.smooth_item = plot.plot([], [], pen=pg.mkPen(strong, width=width))
+            self.smooth_item.setZValue(2)
             legend = plot.legend
             if legend is not None:  # one legend entry per series: the smoothed line's
                 legend.removeItem(self.item)
@@ -137,12 +141,33 @@ class LiveSeries:
             self.band_items = (lo, hi, fb)
         self._style()
 
+    def recolor(self, color: str) -> None:
+        """Draw with ``color`` from now on (theme change)."""
+        self.color = color
+        if self.smooth_item is None:
+            kw = {"pen": pg.mkPen(color, width=self.width)}
+            if self.item.opts.get("symbol"):
+                kw.update(symbolBrush=color, symbolPen=pg.mkPen(color))
+            self.item.setPen(kw.pop("pen"))
+            if kw:
+                self.item.setSymbolBrush(kw["symbolBrush"])
+                self.item.setSymbolPen(kw["symbolPen"])
+        else:
+            strong = QColor(color)
+            strong = strong.darker(125) if theme.current().name == "light" else strong.lighter(115)
+            self.smooth_item.setPen(pg.mkPen(strong, width=self.width))
+        if self.band_items is not None:
+            fill = QColor(color)
+            fill.setAlpha(50)
+            self.band_items[2].setBrush(pg.mkBrush(fill))
+        self._style()
+
     def _style(self) -> None:
         if self.smooth_item is None:
             return
         if self.smoothing:
             faint = QColor(self.color)
-            faint.setAlpha(70)
+            faint.setAlpha(55)
             self.item.setPen(pg.mkPen(faint, width=1))
             self.smooth_item.show()
         else:
@@ -214,7 +239,8 @@ class LivePlot(pg.PlotWidget):
         pi = self.getPlotItem()
         pi.setClipToView(True)
         pi.setDownsampling(auto=True, mode="peak")
-        pi.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        pi.addLegend(labelTextSize="8pt")
+        legend_in_title_row(pi)
         pi.setLabel("bottom", x_label)
         pi.setLabel("left", y_label)
         pi.setMenuEnabled(True)
@@ -239,9 +265,10 @@ class LivePlot(pg.PlotWidget):
 
     def add_series(self, key: str, name: str, color: str | None = None, **kw) -> LiveSeries:
         t = theme.current()
-        color = color or t.series[len(self.series) % len(t.series)]
-        s = LiveSeries(self.getPlotItem(), name, color, **kw)
+        s = LiveSeries(self.getPlotItem(), name, color or t.series[len(self.series) % len(t.series)], **kw)
+        s.fixed_color = color
         self.series[key] = s
+        style_legend(self.getPlotItem().legend)
         return s
 
     def redraw(self) -> None:
@@ -273,13 +300,13 @@ class LivePlot(pg.PlotWidget):
         (y0, y1) = vb.viewRange()[1]
         span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
         inside = y0 <= lo and hi <= y1
-        if force or not inside or (hi - lo) < 0.5 * (y1 - y0):
-            pad = 0.08 * span
-            vb.setYRange(lo - pad, hi + pad, padding=0)
+        if force or not inside or span < 0.4 * (y1 - y0):
+            # leave headroom on the side the data is moving towards, so the range (and the
+            # cached axes) stay put for a while
+            below = 0.25 * span if (force or lo < y0) else 0.06 * span
+            above = 0.25 * span if (force or hi > y1) else 0.06 * span
+            vb.setYRange(lo - below, hi + above, padding=0)
 
-    def autorange(self) -> None:
-        self.manage_y = False
-        self.getPlotItem().getViewBox().enableAutoRange(x=True, y=True)
 
     def clear_data(self) -> None:
         for s in self.series.values():
@@ -293,14 +320,42 @@ class LivePlot(pg.PlotWidget):
         t = theme.current()
         self.setBackground(t.plot_bg)
         pi = self.getPlotItem()
-        pi.setTitle(self._title, color=t.plot_fg, size="10pt")
+        pi.setTitle(self._title, color=t.plot_fg, size="10pt", justify="left")
         for name in ("left", "bottom"):
             ax = pi.getAxis(name)
             ax.setPen(pg.mkPen(t.plot_fg))
             ax.setTextPen(pg.mkPen(t.plot_fg))
         pi.showGrid(x=True, y=True, alpha=t.grid_alpha)
-        if pi.legend is not None:
-            pi.legend.setLabelTextColor(t.plot_fg)
+        style_legend(pi.legend)
+        for i, s in enumerate(self.series.values()):
+            s.recolor(s.fixed_color or t.series[i % len(t.series)])
+
+
+def legend_in_title_row(pi: pg.PlotItem) -> None:
+    """Title on the left, a one-row legend on the right of the same row: the legend
+    then never hides a curve."""
+    pi.titleLabel.setAttr("justify", "left")
+    legend = pi.legend
+    if legend is None:
+        return
+    legend.setParentItem(pi)
+    legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-6, 0))
+    legend.setColumnCount(4)
+    legend.layout.setContentsMargins(2, 0, 2, 0)
+
+
+def style_legend(legend) -> None:
+    """Theme colours for a legend: text and a translucent background over the curves."""
+    if legend is None:
+        return
+    t = theme.current()
+    legend.setLabelTextColor(t.plot_fg)
+    for _, label in legend.items:
+        label.setText(label.text, color=t.plot_fg)
+    bg = QColor(t.plot_bg)
+    bg.setAlpha(225)
+    legend.setBrush(pg.mkBrush(bg))
+    legend.update()
 
 
 class AdaptationPlot(pg.PlotWidget):
@@ -313,7 +368,8 @@ class AdaptationPlot(pg.PlotWidget):
         pi = self.getPlotItem()
         pi.setLabel("bottom", "inner step")
         pi.setLabel("left", "query loss")
-        pi.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        pi.addLegend(labelTextSize="8pt")
+        legend_in_title_row(pi)
         self.setMinimumHeight(170)
         self.curves: list[tuple[int, list[float]]] = []
         self._note = pg.TextItem("", anchor=(0.5, 0.5))
@@ -324,6 +380,9 @@ class AdaptationPlot(pg.PlotWidget):
     def set_note(self, text: str) -> None:
         self._note.setText(text)
         self._note.setVisible(bool(text))
+        pi = self.getPlotItem()
+        for ax in ("left", "bottom"):
+            pi.getAxis(ax).setStyle(showValues=not text)
         if text:
             self._note.setPos(0.5, 0.5)
             self.getPlotItem().getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
@@ -353,16 +412,19 @@ class AdaptationPlot(pg.PlotWidget):
             pi.plot(list(range(len(values))), values, pen=pg.mkPen(color, width=2.5 if latest else 1.2),
                     symbol="o" if latest else None, symbolSize=5, symbolBrush=color, symbolPen=None,
                     name=f"step {step}" if latest or i == 0 else None)
+        style_legend(pi.legend)
         pi.enableAutoRange()
 
     def apply_theme(self) -> None:
         t = theme.current()
         self.setBackground(t.plot_bg)
         pi = self.getPlotItem()
-        pi.setTitle("Adaptation: query loss per inner step", color=t.plot_fg, size="10pt")
+        pi.setTitle("Adaptation: query loss per inner step", color=t.plot_fg, size="10pt", justify="left")
         for name in ("left", "bottom"):
             ax = pi.getAxis(name)
             ax.setPen(pg.mkPen(t.plot_fg))
             ax.setTextPen(pg.mkPen(t.plot_fg))
         pi.showGrid(x=True, y=True, alpha=t.grid_alpha)
         self._note.setColor(t.muted)
+        if self.curves:
+            self._draw()

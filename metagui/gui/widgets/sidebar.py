@@ -88,7 +88,7 @@ class Sidebar(QWidget):
         self.list.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.steps = steps
-        for key, name, icon_name, tip in steps:
+        for key, name, _icon, tip in steps:
             it = QListWidgetItem(name)
             it.setData(KEY_ROLE, key)
             it.setToolTip(tip)
