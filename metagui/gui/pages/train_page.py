@@ -9,6 +9,7 @@ heartbeat) and shown as "UI max stall".
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -67,7 +68,8 @@ class TrainPage(QWidget):
         self.started_at = 0.0
         self.last_stall_ms: float | None = None
         self.last_gap_ms: float | None = None
-        self.threads = 1  # torch threads in the worker: leaves a core to the window
+        # torch threads in the worker: all cores but one, which stays with the window
+        self.threads = max(1, (os.cpu_count() or 2) - 1)
         self.stall = StallMeter(10, self)
 
         outer = page_layout(self)
