@@ -30,11 +30,12 @@ def test_families_algorithms_and_coming_entries(window):
         assert cls.label in listed
     labels = {cls.label.replace("²", "2").lower() for cls in REGISTRY.values()} | set(REGISTRY)
     for name in ("PLATIPUS", "VERSA", "RL²"):
-        if name.replace("²", "2").lower() in labels:
-            continue  # implemented meanwhile: listed once, as a real entry
-        assert listed[name].data(0, KIND_ROLE) == "coming"
-        assert not (listed[name].flags() & Qt.ItemFlag.ItemIsSelectable)
-    assert any(listed[n].data(0, KIND_ROLE) == "coming" for n in listed)
+        if name.replace("²", "2").lower() in labels:  # implemented: a real, selectable entry
+            assert listed[name].data(0, KIND_ROLE) == "algorithm"
+            assert listed[name].flags() & Qt.ItemFlag.ItemIsSelectable
+        else:  # on the roadmap: shown greyed out, not selectable
+            assert listed[name].data(0, KIND_ROLE) == "coming"
+            assert not (listed[name].flags() & Qt.ItemFlag.ItemIsSelectable)
 
 
 def test_choosing_maml_builds_its_form_with_help(window, qtbot):

@@ -14,7 +14,7 @@ from typing import Any
 
 from metagui.core.errors import ConfigError
 
-DATASET_SOURCES = ("glyphs", "intents", "sinusoid", "image_folder", "text_table", "catalog")
+DATASET_SOURCES = ("glyphs", "intents", "sinusoid", "ambiguous", "bandit", "mdp", "image_folder", "text_table", "catalog")
 
 
 @dataclass
@@ -44,6 +44,13 @@ class DatasetConfig:
     characters_per_alphabet: int = 20  # glyphs
     drawers: int = 20  # glyphs: examples per character
     seed: int = 0  # for generated built-ins
+    # reinforcement-learning task families (bandit, mdp)
+    arms: int = 5  # bandit: arms per bandit
+    pulls: int = 10  # bandit: pulls per task
+    states: int = 10  # mdp
+    actions: int = 5  # mdp
+    horizon: int = 10  # mdp: steps per episode
+    trial_episodes: int = 10  # mdp: episodes per task (the policy's memory spans them)
 
 
 @dataclass

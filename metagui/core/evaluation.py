@@ -26,10 +26,11 @@ TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".txt"}
 
 def dataset_config_from_arg(arg: str, base: DatasetConfig | None = None) -> DatasetConfig:
     """Read ``--dataset``: a built-in name, a catalog name, or a folder / zip / table path."""
+    from metagui.core.data import TASK_FAMILIES
     from metagui.core.data.catalog import CATALOG
 
     cfg = DatasetConfig(**{**(base.__dict__ if base else {})})
-    if arg in ("glyphs", "intents", "sinusoid"):
+    if arg in ("glyphs", "intents", *TASK_FAMILIES):
         cfg.source, cfg.path = arg, ""
     elif arg in CATALOG:
         cfg.source, cfg.path = "catalog", arg
@@ -110,9 +111,9 @@ def evaluate_run(
     cfg.task.way = way or cfg.task.way
     cfg.task.shot = shot or cfg.task.shot
     cfg.task.query = query or cfg.task.query
-    if dataset and cfg.dataset.source != "sinusoid":
-        from metagui.core.data import load_dataset
+    from metagui.core.data import TASK_FAMILIES, load_dataset
 
+    if dataset and cfg.dataset.source not in TASK_FAMILIES:
         ds = load_dataset(cfg.dataset)
         cfg.task.split, cfg.task.train_classes, cfg.task.val_classes, cfg.task.test_classes = "classes", list(ds.classes), [], list(ds.classes)
         exp = Experiment.prepare(cfg, dataset=ds)

@@ -17,21 +17,38 @@ import torch
 from metagui.core import algorithms
 from metagui.core.algorithms.base import MetaLearner
 from metagui.core.config import RunConfig
+from metagui.core.data.ambiguous import AmbiguousTasks
 from metagui.core.data.base import ClassificationDataset
 from metagui.core.data.sinusoid import SinusoidTasks
 from metagui.core.errors import ConfigError
-from metagui.core.models import Preprocessing, encode_dataset, make_backbone, preprocessing_for
-from metagui.core.tasks import EpisodeBatch, EpisodeSampler, check_task, split_classes, step_rng
+from metagui.core.models import (
+    RL_MODALITIES,
+    Preprocessing,
+    encode_dataset,
+    make_backbone,
+    preprocessing_for,
+)
+from metagui.core.rl.envs import BanditTasks, MDPTasks, TrialBatch
+from metagui.core.tasks import (
+    SPLITS,
+    EpisodeBatch,
+    EpisodeSampler,
+    check_task,
+    split_classes,
+    step_rng,
+)
+
+TaskFamily = SinusoidTasks | AmbiguousTasks | BanditTasks | MDPTasks
 
 
 @dataclass
 class Experiment:
     config: RunConfig
     pre: Preprocessing
-    dataset: ClassificationDataset | None = None  # None for task families (sinusoid)
+    dataset: ClassificationDataset | None = None  # None for task families (sinusoid, bandit, ...)
     inputs: torch.Tensor | None = None
     splits: dict[str, list[int]] = field(default_factory=dict)
-    samplers: dict[str, EpisodeSampler | SinusoidTasks] = field(default_factory=dict)
+    samplers: dict[str, EpisodeSampler | TaskFamily] = field(default_factory=dict)
 
     @classmethod
     def prepare(
@@ -44,9 +61,15 @@ class Experiment:
         """Load (or reuse) the dataset, split the classes, check the task, encode items."""
         algorithms.get(config.algorithm.name)  # fail early on an unknown algorithm
         task = config.task
-        if config.dataset.source == "sinusoid":
-            fam = SinusoidTasks(task.shot, task.query)
-            return cls(config, Preprocessing(modality="regression"), samplers={s: fam for s in ("train", "val", "test")})
+        source = config.dataset.source
+        if source in ("sinusoid", "ambiguous"):
+            fam = (SinusoidTasks if source == "sinusoid" else AmbiguousTasks)(task.shot, task.query)
+            return cls(config, Preprocessing(modality="regression"), samplers={s: fam for s in SPLITS})
+        if source in RL_MODALITIES:
+            d = config.dataset
+            rl = BanditTasks(d.arms, d.pulls) if source == "bandit" else MDPTasks(d.states, d.actions, d.horizon, d.trial_episodes)
+            pre = Preprocessing(modality=source, states=rl.n_states, actions=rl.n_actions)
+            return cls(config, pre, samplers={s: rl for s in SPLITS})
         if dataset is None:
             from metagui.core.data import load_dataset
 
@@ -70,7 +93,18 @@ class Experiment:
 
     @property
     def n_way(self) -> int:
+        if self.modality in RL_MODALITIES:
+            return self.pre.actions  # an RL learner's "ways" are its actions
         return 0 if self.modality == "regression" else self.config.task.way
+
+    @property
+    def task_label(self) -> str:
+        """How the store and the logs name the task."""
+        if self.modality in RL_MODALITIES:
+            return self.samplers["train"].describe()
+        if self.modality == "regression":
+            return f"{self.config.task.shot}-shot regression"
+        return f"{self.config.task.way}-way {self.config.task.shot}-shot"
 
     def build_learner(self) -> MetaLearner:
         algo = self.config.algorithm
@@ -81,12 +115,12 @@ class Experiment:
         backbone = make_backbone(algo.backbone, self.pre)
         return algorithms.create(algo.name, backbone, self.n_way, algo.hyperparams)
 
-    def sample(self, split: str, n_tasks: int, rng: np.random.Generator) -> EpisodeBatch:
+    def sample(self, split: str, n_tasks: int, rng: np.random.Generator) -> EpisodeBatch | TrialBatch:
         if split not in self.samplers:
             raise ConfigError(f"the {split} split is empty: no {split} episodes can be drawn")
         return self.samplers[split].sample(n_tasks, rng)
 
-    def validation_batches(self, split: str, episodes: int, batch: int, seed: int) -> list[EpisodeBatch]:
+    def validation_batches(self, split: str, episodes: int, batch: int, seed: int) -> list[EpisodeBatch | TrialBatch]:
         """The same ``episodes`` episodes every time (seeded), in batches of ``batch``."""
         rng = step_rng(seed, split, 0)
         out, left = [], episodes

@@ -122,6 +122,23 @@ class TextEncoder(nn.Module):
         return self.net(summed / mask.sum(1).clamp_min(1.0))
 
 
+class RecurrentCore(nn.Module):
+    """GRU over per-step inputs [T, L, in_dim] -> features [T, L, hidden] (RL² policies).
+
+    The hidden state is returned and passed back in, so a rollout can run step by step and a
+    policy update can rerun whole trials in one call."""
+
+    batch_independent = True
+
+    def __init__(self, in_dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.gru = nn.GRU(in_dim, hidden, batch_first=True)
+        self.in_dim, self.emb_dim = in_dim, hidden
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gru(x, h)
+
+
 # --- preprocessing --------------------------------------------------------------------------
 @dataclass
 class Preprocessing:
@@ -135,6 +152,9 @@ class Preprocessing:
     ngram_min: int = 2
     ngram_max: int = 4
     max_tokens: int = 160
+    # reinforcement learning (modality "bandit" / "mdp"): states observed, actions available
+    states: int = 0
+    actions: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -193,13 +213,14 @@ def encode_dataset(ds: ClassificationDataset, pre: Preprocessing) -> torch.Tenso
     raise TypeError(type(ds))
 
 
-BACKBONES = ("conv4", "mlp", "text")
+BACKBONES = ("conv4", "mlp", "text", "gru")
+RL_MODALITIES = ("bandit", "mdp")
 
 
 def make_backbone(kind: str, pre: Preprocessing, hidden: int | None = None) -> nn.Module:
     """The backbone for ``kind`` ("auto" picks by modality)."""
     if kind == "auto":
-        kind = {"image": "conv4", "text": "text", "regression": "mlp"}.get(pre.modality, "")
+        kind = {"image": "conv4", "text": "text", "regression": "mlp", "bandit": "gru", "mdp": "gru"}.get(pre.modality, "")
     if kind == "conv4":
         if pre.modality != "image":
             raise ConfigError("the conv4 backbone needs an image dataset")
@@ -212,4 +233,9 @@ def make_backbone(kind: str, pre: Preprocessing, hidden: int | None = None) -> n
         if pre.modality != "text":
             raise ConfigError("the text backbone needs a text dataset")
         return TextEncoder(pre.text_buckets, 64, hidden or 128)
+    if kind == "gru":
+        if pre.modality not in RL_MODALITIES:
+            raise ConfigError("the gru backbone is the recurrent core of RL² policies (bandit and MDP tasks)")
+        # per step: one-hot state, one-hot previous action, previous reward, episode-done flag
+        return RecurrentCore(pre.states + pre.actions + 2, hidden or 128)
     raise ConfigError(f"unknown backbone '{kind}' (choose auto, {', '.join(BACKBONES)})")

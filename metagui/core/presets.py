@@ -12,7 +12,13 @@ SOURCE_DEFAULTS: dict[str, dict] = {
     "glyphs": {"task": {"way": 5, "shot": 1, "query": 5}, "training": {"steps": 300, "val_every": 50},
                "dataset": {"image_size": 28}},
     "sinusoid": {"task": {"way": 0, "shot": 10, "query": 10}, "training": {"steps": 2000, "val_every": 200}},
+    "ambiguous": {"task": {"way": 0, "shot": 5, "query": 10}, "training": {"steps": 2000, "val_every": 200}},
+    "bandit": {"dataset": {"arms": 5, "pulls": 10}, "training": {"steps": 1000, "val_every": 100, "val_episodes": 500}},
+    "mdp": {"dataset": {"states": 10, "actions": 5, "horizon": 10, "trial_episodes": 10},
+            "training": {"steps": 1000, "val_every": 100, "val_episodes": 200}},
 }
+SOURCE_MODALITY = {"intents": "text", "glyphs": "image", "sinusoid": "regression", "ambiguous": "regression",
+                   "bandit": "bandit", "mdp": "mdp"}
 
 
 def default_config(algorithm: str = "protonet", source: str = "intents", preset: str | None = None) -> RunConfig:
@@ -20,7 +26,7 @@ def default_config(algorithm: str = "protonet", source: str = "intents", preset:
     if source not in SOURCE_DEFAULTS:
         raise ConfigError(f"no default config for dataset '{source}' (choose {', '.join(SOURCE_DEFAULTS)})")
     cls = algorithms.get(algorithm)
-    modality = {"intents": "text", "glyphs": "image", "sinusoid": "regression"}[source]
+    modality = SOURCE_MODALITY[source]
     if modality not in cls.modalities:
         raise ConfigError(f"{cls.label} cannot learn {modality} tasks")
     cfg = RunConfig(name="")

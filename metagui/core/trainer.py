@@ -148,7 +148,7 @@ class Trainer:
     def _open_run(self, exp: Experiment, device: torch.device, learner) -> int:
         cfg = self.config
         ds_name = exp.dataset.name if exp.dataset else cfg.dataset.source
-        task = f"{cfg.task.way}-way {cfg.task.shot}-shot" if exp.n_way else f"{cfg.task.shot}-shot regression"
+        task = exp.task_label
         if self.store is not None and self.resume_run is None:
             if exp.dataset is not None:
                 self.store.record_dataset(exp.dataset_id(), ds_name, cfg.dataset.source, cfg.dataset.path,

@@ -27,11 +27,13 @@ def dataset_key(cfg: DatasetConfig) -> str:
 
 def source_modality(cfg: DatasetConfig) -> str:
     """The modality a dataset config will produce, known before loading it."""
-    if cfg.source == "sinusoid":
-        return "regression"
-    if cfg.source in ("intents", "text_table"):
+    from metagui.core.presets import SOURCE_MODALITY
+
+    if cfg.source in SOURCE_MODALITY:
+        return SOURCE_MODALITY[cfg.source]
+    if cfg.source == "text_table":
         return "text"
-    if cfg.source in ("glyphs", "image_folder"):
+    if cfg.source == "image_folder":
         return "image"
     if cfg.source == "catalog":
         from metagui.core.data.catalog import CATALOG

@@ -1,6 +1,6 @@
 """Meta-learning algorithms behind one contract (see ``base``) and a name registry."""
 
-from metagui.core.algorithms import gradient, metric  # noqa: F401  (registers the learners)
+from metagui.core.algorithms import gradient, metric, probabilistic, rl2  # noqa: F401  (registers the learners)
 from metagui.core.algorithms.base import (
     FAMILIES,
     REGISTRY,

@@ -76,16 +76,44 @@ COMMON = (
 
 class Predictor:
     """A model adapted to one support set. ``predict`` returns class probabilities
-    [n, n_way] (classification) or values [n, 1] (regression)."""
+    [n, n_way] (classification) or values [n, 1] (regression).
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], n_way: int, adapt_seconds: float = 0.0):
+    Probabilistic learners (PLATIPUS, VERSA) adapt several sampled models: they pass
+    ``samples_fn`` (x -> [S, n, n_way or 1], one slice per sampled model) and ``predict``
+    is then the average over the samples. ``uncertainty`` works for every learner."""
+
+    def __init__(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], n_way: int, adapt_seconds: float = 0.0,
+        samples_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self._fn = fn
+        self._samples_fn = samples_fn
         self.n_way = n_way
         self.adapt_seconds = adapt_seconds
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the predictor holds several sampled models."""
+        return self._samples_fn is not None
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self._fn(x)
+
+    @torch.no_grad()
+    def predict_samples(self, x: torch.Tensor) -> torch.Tensor:
+        """The prediction of each sampled model [S, n, ...] (S = 1 for deterministic learners)."""
+        return self._samples_fn(x) if self._samples_fn is not None else self._fn(x)[None]
+
+    @torch.no_grad()
+    def uncertainty(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-item uncertainty [n]: predictive entropy in nats (classification) or the
+        standard deviation of the sampled models' values (regression; 0 if deterministic)."""
+        if self.n_way == 0:
+            s = self.predict_samples(x)
+            return s.std(0, unbiased=False).flatten(1).mean(1)
+        p = self.predict(x).clamp_min(1e-12)
+        return -(p * p.log()).sum(-1)
 
 
 class MetaLearner(nn.Module):

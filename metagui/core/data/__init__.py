@@ -17,9 +17,20 @@ BUILTIN_SOURCES: dict[str, str] = {
     "glyphs": "Procedurally drawn glyphs: an offline, Omniglot-like set of synthetic alphabets.",
     "intents": "Home Assistant voice commands in many languages, with reply texts (offline).",
     "sinusoid": "Sine-wave regression tasks with random amplitude and phase (MAML paper ranges).",
+    "ambiguous": "Few noisy points from a sine or a line: regression tasks with more than one good answer (PLATIPUS paper).",
+    "bandit": "Bernoulli multi-armed bandits: k arms with random success rates, n pulls per task (RL² paper).",
+    "mdp": "Random tabular MDPs: Dirichlet transitions, Gaussian rewards, several episodes per task (RL² paper).",
     "image_folder": "Your images: a folder or .zip of class folders, optionally grouped by domain.",
     "text_table": "Your texts: a CSV, TSV or JSON Lines table with a text and a label column.",
     "catalog": "A public dataset (Omniglot, Banking77, CLINC150), downloaded once and verified.",
+}
+
+# sources that generate every task afresh (no items, no class split)
+TASK_FAMILIES: dict[str, str] = {
+    "sinusoid": "metagui.core.data.sinusoid",
+    "ambiguous": "metagui.core.data.ambiguous",
+    "bandit": "metagui.core.rl.envs",
+    "mdp": "metagui.core.rl.envs",
 }
 
 Progress = Callable[[int, int], None]
@@ -33,9 +44,9 @@ def load_dataset(
 ) -> ImageDataset | TextDataset:
     """Materialise the classification dataset that ``cfg`` describes."""
     source = cfg.source
-    if source == "sinusoid":
+    if source in TASK_FAMILIES:
         raise DataError(
-            "sinusoid is a task family, not a fixed dataset: use metagui.core.data.sinusoid"
+            f"{source} is a task family, not a fixed dataset: use Experiment.prepare (or {TASK_FAMILIES[source]})"
         )
     if source == "glyphs":
         from metagui.core.data.glyphs import generate_glyphs
@@ -106,4 +117,4 @@ def _existing(path: str, what: str) -> Path:
     return p
 
 
-__all__ = ["BUILTIN_SOURCES", "ImageDataset", "TextDataset", "load_dataset"]
+__all__ = ["BUILTIN_SOURCES", "TASK_FAMILIES", "ImageDataset", "TextDataset", "load_dataset"]
