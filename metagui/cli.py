@@ -2,6 +2,8 @@
 
     metagui train run.toml [--db PATH]
     metagui eval RUN [--dataset D | --episodes FILE] [--way N --shot K --query Q --episodes-count E]
+    metagui export RUN --format bundle|torchscript|onnx|onnx-adaptive --out PATH
+    metagui predict BUNDLE --support FILE --query FILE
     metagui runs | datasets | config | bench ...
 """
 
@@ -73,12 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print a run config to start from (TOML)")
     c.add_argument("--algorithm", default="protonet")
-    c.add_argument("--dataset", default="intents", help="built-in source (glyphs, intents, sinusoid)")
+    c.add_argument("--dataset", default="intents", help="built-in source (glyphs, intents, sinusoid, ambiguous, bandit, mdp)")
     c.add_argument("--preset", help="an algorithm preset name (see `metagui algorithms`)")
     c.set_defaults(func=cmd_config)
 
     a = sub.add_parser("algorithms", help="list algorithms, their hyperparameters and presets")
     a.set_defaults(func=cmd_algorithms)
+
+    x = sub.add_parser("export", help="export a run as a bundle, TorchScript or ONNX, checked against the live model")
+    x.add_argument("run", help="run id (see `metagui runs`), or a .metagui bundle to convert")
+    x.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    x.add_argument("--format", default="bundle", choices=("bundle", "torchscript", "onnx", "onnx-adaptive"))
+    x.add_argument("--out", required=True, help="file to write, or an existing folder (the file name is chosen)")
+    x.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    x.add_argument("--episodes", type=int, default=20, help="held-out episodes for the adaptation figures (default 20)")
+    x.add_argument("--no-data", action="store_true", help="do not load the run's dataset: check on random inputs only")
+    x.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("predict", help="adapt a bundle to labelled examples and predict queries; prints JSON")
+    pr.add_argument("bundle", help="a .metagui bundle (opened safely: nothing in it is executed)")
+    pr.add_argument("--support", required=True, help="labelled examples: CSV/TSV (item,label) or JSON Lines {item, label}")
+    pr.add_argument("--query", required=True, help="queries: a text file, one per line, or a CSV/JSON Lines item column")
+    pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("tour", help="scripted walk through the real window: screenshots + summary.json")
     tr.add_argument("--out", required=True, help="folder for the PNG screenshots and summary.json")
@@ -94,12 +112,31 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--device", default="cpu")
     bt.set_defaults(func=cmd_bench_train)
     bl = bsub.add_parser("learn", help="train each algorithm briefly on each dataset; held-out accuracy / MSE")
-    bl.add_argument("--algorithms", default="protonet,matching,relation,maml,fomaml,metasgd,reptile")
+    bl.add_argument("--algorithms", default="protonet,matching,relation,maml,fomaml,metasgd,reptile,versa,platipus")
     bl.add_argument("--sources", default="glyphs,intents,omniglot,sinusoid")
     bl.add_argument("--steps", type=int, default=100, help="meta-steps (x10 for sinusoid)")
     bl.add_argument("--omniglot", default=str(Path("../shared/data/omniglot/images_background_small1.zip")),
                     help="Omniglot zip to use for the 'omniglot' source")
     bl.set_defaults(func=cmd_bench_learn)
+    bc = bsub.add_parser("chat", help="the Try-it engine on Banking77: held-out and new-intent accuracy, adapt + answer latency")
+    bc.add_argument("--algorithms", default="protonet,maml")
+    bc.add_argument("--data", default=str(Path("../shared/data/banking77")), help="folder with Banking77 train.csv and test.csv")
+    bc.add_argument("--steps", default="protonet=300,maml=150", help="meta-steps per algorithm, e.g. protonet=300,maml=150")
+    bc.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    bc.add_argument("--reps", type=int, default=50, help="timed adapt + answer repetitions")
+    bc.add_argument("--episodes", type=int, default=100, help="5-way held-out episodes")
+    bc.set_defaults(func=cmd_bench_chat)
+    bb = bsub.add_parser("bandits", help="RL² vs random, epsilon-greedy, UCB1 and Thompson: cumulative regret on Bernoulli bandits")
+    bb.add_argument("--steps", type=int, default=1000, help="RL² policy updates per (arms, pulls) setting")
+    bb.add_argument("--settings", default="5x10,5x100,10x10,10x100", help="ARMSxPULLS, comma-separated")
+    bb.add_argument("--test-bandits", type=int, default=500, help="held-out bandits for the regret table")
+    bb.add_argument("--meta-batch", type=int, default=64, help="bandits per policy update")
+    bb.set_defaults(func=cmd_bench_bandits)
+    ba = bsub.add_parser("ambiguous", help="PLATIPUS on ambiguous sine/line regression: error, and do drawn functions cover both?")
+    ba.add_argument("--steps", type=int, default=5000, help="meta-steps (10 tasks each)")
+    ba.add_argument("--samples", type=int, default=20, help="functions drawn per ambiguous support set")
+    ba.add_argument("--out", default="", help="write a PNG of the drawn functions here")
+    ba.set_defaults(func=cmd_bench_ambiguous)
     return p
 
 
@@ -129,13 +166,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if now - last_print[0] > 1.0:
                 m = ev["metrics"]
-                metric = "mse" if "mse" in m else "accuracy"
+                metric = next((k for k in ("mse", "return") if k in m), "accuracy")
                 print(f"  step {ev['step']}/{cfg.training.steps}  loss {m['loss']:.4f}  {metric} {m[metric]:.4f}"
                       f"  {m['tasks_per_s']:.0f} tasks/s  eta {m['eta_s']:.0f}s", flush=True)
                 last_print[0] = now
         elif kind == "validation":
             v = ev["metrics"]
-            metric = "mse" if "mse" in v else "accuracy"
+            metric = next((k for k in ("mse", "return") if k in v), "accuracy")
             print(f"  validation at step {ev['step']}: {metric} {v[metric]:.4f} ± {v['ci95']:.4f}", flush=True)
         elif kind == "error":
             print(f"  error: {ev['message']}", file=sys.stderr, flush=True)
@@ -226,6 +263,31 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from metagui.core.export import export_model, export_run, open_bundle
+
+    if args.run.isdigit():
+        result = export_run(args.db, int(args.run), args.format, args.out, checkpoint=args.checkpoint,
+                            load_data=not args.no_data, episodes=args.episodes)
+    else:
+        src = open_bundle(args.run).source()
+        result = export_model(src, args.format, args.out, load_data=not args.no_data, episodes=args.episodes)
+    out = result.as_dict()
+    for key in ("card", "snippet"):
+        out.pop(key)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from metagui.core.export import open_bundle, predict, read_items, read_labelled_items
+
+    bundle = open_bundle(args.bundle)
+    items, labels = read_labelled_items(args.support)
+    print(json.dumps(predict(bundle.learner, bundle.pre, items, labels, read_items(args.query)), indent=1))
+    return 0
+
+
 def cmd_tour(args: argparse.Namespace) -> int:
     from metagui.tour import run_tour
 
@@ -246,6 +308,46 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     bench_learn(split(args.algorithms), split(args.sources), args.steps, args.omniglot)
+    return 0
+
+
+
+def cmd_bench_bandits(args: argparse.Namespace) -> int:
+    from metagui.core.bench import bench_bandits
+    from metagui.core.errors import ConfigError
+
+    try:
+        settings = [tuple(int(v) for v in s.lower().split("x")) for s in args.settings.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--settings takes ARMSxPULLS pairs such as 5x10,10x100, got {args.settings!r}") from None
+    if any(len(s) != 2 for s in settings):
+        raise ConfigError(f"--settings takes ARMSxPULLS pairs such as 5x10,10x100, got {args.settings!r}")
+    bench_bandits(args.steps, args.test_bandits, settings, args.meta_batch)
+    return 0
+
+
+def cmd_bench_ambiguous(args: argparse.Namespace) -> int:
+    from metagui.core.bench import bench_ambiguous
+
+    bench_ambiguous(args.steps, args.out, args.samples)
+    return 0
+
+
+def cmd_bench_chat(args: argparse.Namespace) -> int:
+    from metagui.core.bench import bench_chat
+    from metagui.core.errors import ConfigError
+
+    steps: dict[str, int] = {}
+    for part in (p.strip() for p in args.steps.split(",") if p.strip()):
+        name, _, value = part.partition("=")
+        if not value.isdigit():
+            raise ConfigError(f"--steps takes ALGORITHM=STEPS pairs such as protonet=300,maml=150, got {part!r}")
+        steps[name.strip()] = int(value)
+    data = Path(args.data)
+    if not (data / "train.csv").is_file() or not (data / "test.csv").is_file():
+        raise ConfigError(f"no Banking77 train.csv and test.csv in {data}")
+    bench_chat([a.strip() for a in args.algorithms.split(",") if a.strip()], data, steps, threads=args.threads,
+               reps=args.reps, episodes=args.episodes)
     return 0
 
 

@@ -24,7 +24,8 @@ from typing import Any
 def run_tour(out_dir: str | os.PathLike[str], steps: int = 60, db: str | os.PathLike[str] | None = None,
              timeout_s: float = 300.0) -> dict[str, Any]:
     """Open the demo project, sample an episode, choose ProtoNet, train ``steps`` meta-steps,
-    open the Runs page. Writes NN-name.png screenshots and summary.json into ``out_dir``;
+    open the Runs page, then Try it: adapt, chat, correct, add an intent, before / after,
+    demo mode. Writes NN-name.png screenshots and summary.json into ``out_dir``;
     returns the summary (``error`` is None when every step worked)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,10 @@ def run_tour(out_dir: str | os.PathLike[str], steps: int = 60, db: str | os.Path
         summary["runs_listed"] = rp.proxy.rowCount()
         shot("runs")
 
-        # 6. the same window in the dark theme
+        # 6. Try it: the trained run adapts to the held-out intents, answers, learns a new intent
+        summary["chat"] = _tour_chat(window, click_step, wait_for, pump, shot)
+
+        # 7. the same window in the dark theme
         window.actions["theme_dark"].trigger()
         pump(100)
         click_step("train")
@@ -187,3 +191,78 @@ def run_tour(out_dir: str | os.PathLike[str], steps: int = 60, db: str | os.Path
         shutil.rmtree(settings_dir, ignore_errors=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     return summary
+
+
+TOUR_NEW_INTENT = ("order_pizza", ["order a pizza", "I want to order a pizza", "get me a large pizza",
+                                   "can I order pizza for delivery", "pizza delivery please"],
+                   "Your pizza is on its way.")
+
+
+def _tour_chat(window, click_step, wait_for, pump, shot) -> dict[str, Any]:
+    """The chat steps: adapt to the run's held-out intents, ask about two of them (with
+    sentences the support set does not hold), type a new intent with five examples and
+    ask about it, compare before / after, and show demo mode."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    click_step("chat")
+    page = window.chat_page
+    wait_for(lambda: page.engine is not None and page.engine.adaptation is not None and not page.busy,
+             "the chat to load and adapt")
+    eng = page.engine
+    first = eng.adaptation
+    out: dict[str, Any] = {"run_id": page.run_id, "algorithm": eng.learner.name, "intents": len(first.names),
+                           "examples": first.examples, "adapt_ms": round(first.ms, 1), "method": first.method,
+                           "threshold": eng.threshold, "answers": []}
+    shot("chat-adapted")
+
+    def ask(text: str, expected: str) -> None:
+        page.input.setFocus()
+        QTest.keyClicks(page.input, text)
+        QTest.keyClick(page.input, Qt.Key.Key_Return)
+        pump(30)
+        a = eng.transcript[-1]["answer"]
+        out["answers"].append({"message": text, "expected": expected, "intent": a["intent"],
+                               "confidence": round(a["confidence"], 3), "fallback": a["fallback"],
+                               "correct": a["intent"] == expected, "latency_ms": round(a["latency_ms"], 2)})
+
+    ds = page.dataset
+
+    def unseen(name: str) -> list[str]:
+        seen = set(eng.support[name].examples)
+        label = ds.classes.index(name)
+        return [t for t, y in zip(ds.texts, ds.labels, strict=True) if y == label and t not in seen]
+
+    for name in eng.support.names[:2]:
+        if unseen(name):
+            ask(unseen(name)[len(unseen(name)) // 2], name)
+    for turn, a in enumerate(list(out["answers"])):
+        if not a["correct"]:  # the user corrects it: the message joins the right intent, re-adapt
+            adapts = page.adapt_count
+            page.give_feedback(turn, a["expected"])
+            wait_for(lambda n=adapts: page.adapt_count > n and not page.busy, "re-adapting after feedback")
+            again = eng.answer(a["message"])
+            a["after_feedback"] = {"intent": again.intent, "confidence": round(again.confidence, 3)}
+    adapts = page.adapt_count
+    name, examples, reply = TOUR_NEW_INTENT
+    page.add_intent(name, examples, reply)
+    wait_for(lambda: page.adapt_count > adapts and not page.busy, "adapting to the new intent")
+    out["adapt_ms_with_new_intent"] = round(eng.adaptation.ms, 1)
+    ask("please order me a pizza", name)
+    shot("chat-answers")
+    page.compare.setChecked(True)
+    second = eng.support.names[1]
+    ask((unseen(second) or ["turn on the lights"])[0], second)
+    out["answers"][-1]["before_intent"] = eng.transcript[-1]["before"]["intent"]
+    out["answers"][-1]["before_confidence"] = round(eng.transcript[-1]["before"]["confidence"], 3)
+    out["baseline"] = eng.baseline_label
+    shot("chat-before-after")
+    page.compare.setChecked(False)
+    window.actions["demo_mode"].trigger()
+    pump(200)
+    third = eng.support.names[2]
+    ask((unseen(third) or ["turn on the lights"])[-1], third)
+    shot("chat-demo")
+    window.set_demo_mode(False)
+    pump(100)
+    return out

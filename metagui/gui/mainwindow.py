@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -23,8 +23,9 @@ from metagui.core.config import RunConfig
 from metagui.core.errors import MetaGUIError
 from metagui.gui import icons, theme
 from metagui.gui.pages.algorithm_page import AlgorithmPage
+from metagui.gui.pages.chat_page import ChatPage
 from metagui.gui.pages.data_page import DataPage
-from metagui.gui.pages.placeholder_page import PlaceholderPage
+from metagui.gui.pages.export_page import ExportDialog, ExportPage
 from metagui.gui.pages.runs_page import RunsPage
 from metagui.gui.pages.tasks_page import TasksPage
 from metagui.gui.pages.train_page import TrainPage
@@ -39,9 +40,9 @@ STEPS = [
     ("tasks", "Tasks", "tasks", "Define N-way K-shot tasks and preview an episode"),
     ("algorithm", "Algorithm", "algorithm", "Pick the meta-learner and its hyperparameters"),
     ("train", "Train", "train", "Meta-train with live curves"),
-    ("chat", "Try it", "chat", "Adapt to a few examples and chat with the model (coming)"),
+    ("chat", "Try it", "chat", "Adapt to a few examples and chat with the model"),
     ("runs", "Runs", "runs", "Compare, resume and manage runs"),
-    ("export", "Export", "export", "Export a trained model (coming)"),
+    ("export", "Export", "export", "Export a trained model: bundle, TorchScript or ONNX"),
 ]
 
 
@@ -78,22 +79,15 @@ class MainWindow(QMainWindow):
         self.tasks_page = TasksPage(s)
         self.algorithm_page = AlgorithmPage(s)
         self.train_page = TrainPage(s)
-        self.chat_page = PlaceholderPage(
-            "chat", "Try it", "Give a trained model a few examples and talk to it.",
-            "Here you will pick a trained run, give it a handful of labelled examples of new classes, "
-            "and type or drop inputs to see how it adapts, in a chat-style pane. It arrives in the next version.")
+        self.chat_page = ChatPage(s)
         self.runs_page = RunsPage(s)
-        self.export_page = PlaceholderPage(
-            "export", "Export", "Take a trained model out of the workbench.",
-            "Here you will export a trained run as a self-contained model (weights, preprocessing and "
-            "labels) to use from Python or other tools. It arrives in a later version.")
+        self.export_page = ExportPage(s)
+        self.export_dialogs: list[ExportDialog] = []
         self.pages = {"data": self.data_page, "tasks": self.tasks_page, "algorithm": self.algorithm_page,
                       "train": self.train_page, "chat": self.chat_page, "runs": self.runs_page,
                       "export": self.export_page}
         for key in (k for k, *_ in STEPS):
             self.stack.addWidget(self.pages[key])
-        self.sidebar.set_note("chat", "soon")
-        self.sidebar.set_note("export", "soon")
         self.sidebar.step_selected.connect(self._show_step)
 
         self.data_page.next_requested.connect(lambda: self.go("tasks"))
@@ -107,10 +101,17 @@ class MainWindow(QMainWindow):
         self.train_page.run_finished.connect(self._on_run_finished)
         self.runs_page.reopen_requested.connect(self.reopen_config)
         self.runs_page.resume_requested.connect(self.resume_run)
+        self.chat_page.train_requested.connect(lambda: self.go("train"))
+        self.chat_page.demo_toggle_requested.connect(lambda: self.set_demo_mode(not self.demo_mode))
+        self.runs_page.export_requested.connect(self.open_export_dialog)
+        self.train_page.export_requested.connect(self.open_export_dialog)
+        self.export_page.imported.connect(lambda _rid: self.runs_page.refresh())
         s.steps_changed.connect(self._update_marks)
         s.project_changed.connect(self._on_project_changed)
         s.config_changed.connect(self._on_config_changed)
         self._start_when_loaded = False
+        self.demo_mode = False
+        self._demo_restore: dict = {}
 
         self._build_status_bar()
         self._build_menus()
@@ -207,6 +208,13 @@ class MainWindow(QMainWindow):
             a.setChecked(self.theme_name == name)
             group.addAction(a)
         act(v, "toggle_theme", "Toggle theme", lambda: self.set_theme("dark" if self.theme_name == "light" else "light"), "Ctrl+Shift+L")
+        v.addSeparator()
+        demo = act(v, "demo_mode", "Demo &mode (chat, full screen)", lambda: self.set_demo_mode(not self.demo_mode),
+                   "F11", "Full screen, large fonts, only the chat: for a projector (Esc leaves)", checkable=True)
+        demo.setShortcuts([QKeySequence("F11"), QKeySequence("Ctrl+Shift+D")])
+        self.addAction(demo)  # keeps working while the menu bar is hidden
+        self._demo_escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self, lambda: self.set_demo_mode(False))
+        self._demo_escape.setEnabled(False)
 
         t = mb.addMenu("&Training")
         act(t, "sample", "Sample an &episode", self._sample, "Ctrl+E", icon_name="dice")
@@ -343,6 +351,14 @@ class MainWindow(QMainWindow):
         self.go("train")
         self.statusBar().showMessage("Settings loaded: press Train to run them again", 5000)
 
+    def open_export_dialog(self, run_id: int) -> ExportDialog:
+        """The export panel for one run (Runs and Train pages: Export…)."""
+        dlg = ExportDialog(self.state, run_id, self)
+        self.export_dialogs.append(dlg)
+        dlg.finished.connect(lambda _r, d=dlg: self.export_dialogs.remove(d) if d in self.export_dialogs else None)
+        dlg.show()
+        return dlg
+
     def resume_run(self, run_id: int) -> None:
         self.go("train")
         self.train_page.start(resume_run=run_id)
@@ -392,8 +408,37 @@ class MainWindow(QMainWindow):
         self.run_label.setText(text)
 
     def _on_run_finished(self, result: dict) -> None:
+        if self.state.closed:  # the window is closing: the store is already shut
+            return
         self.runs_page.refresh()
+        self.chat_page.refresh_runs(prefer_latest=True)
         self._update_stall_label()
+
+    # --- demo mode -----------------------------------------------------------------------------------
+    def set_demo_mode(self, on: bool) -> None:
+        """The chat alone, full screen, in large type (the sidebar, menus and status bar
+        hidden); Esc, F11 or Ctrl+Shift+D leave it."""
+        if on == self.demo_mode:
+            return
+        self.demo_mode = on
+        self.actions["demo_mode"].setChecked(on)
+        self._demo_escape.setEnabled(on)
+        if on:
+            self._demo_restore = {"page": self.current_step(), "maximized": self.isMaximized()}
+            self.go("chat")
+            for w in (self.sidebar, self.menuBar(), self.statusBar()):
+                w.hide()
+            self.chat_page.set_demo(True)
+            self.showFullScreen()
+        else:
+            self.chat_page.set_demo(False)
+            for w in (self.sidebar, self.menuBar(), self.statusBar()):
+                w.show()
+            if self._demo_restore.get("maximized"):
+                self.showMaximized()
+            else:
+                self.showNormal()
+            self.go(self._demo_restore.get("page", "chat"))
 
     # --- look ---------------------------------------------------------------------------------------
     def set_theme(self, name: str) -> None:
@@ -438,12 +483,15 @@ class MainWindow(QMainWindow):
     def shutdown(self, wait_ms: int = 30000) -> bool:
         """Stop background work and wait for it; save settings and the project."""
         ok = self.train_page.shutdown(wait_ms)
+        ok = self.chat_page.shutdown(wait_ms) and ok
         warm = getattr(self, "_warm_task", None)
         if warm is not None:
             ok = warm.wait(wait_ms) and ok
         if self.data_page.task is not None:
             self.data_page.task.cancel()
             ok = self.data_page.task.wait(wait_ms) and ok
+        for panel in [self.export_page.panel, *(d.panel for d in self.export_dialogs)]:
+            ok = panel.shutdown(wait_ms) and ok
         self.runs_page.timer.stop()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())

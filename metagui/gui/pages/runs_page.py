@@ -228,6 +228,7 @@ def flatten_config(toml_text: str) -> dict[str, str]:
 class RunsPage(QWidget):
     reopen_requested = Signal(object)  # RunConfig
     resume_requested = Signal(int)
+    export_requested = Signal(int)
 
     POLL_MS = 1000
 
@@ -260,6 +261,7 @@ class RunsPage(QWidget):
         for key, text, icon_name, tip in (
             ("reopen", "Reopen", "reopen", "Load the run's settings into the Data, Tasks, Algorithm and Train pages"),
             ("resume", "Resume", "resume", "Continue a stopped run from its last checkpoint"),
+            ("export", "Export…", "export", "Export the run: MetaGUI bundle, TorchScript or ONNX, checked against the live model"),
             ("rename", "Rename", "rename", "Rename the run (F2)"),
             ("tag", "Tags", "tag", "Edit the run's tags, comma separated"),
             ("csv", "Export CSV…", "csv", "Save the metrics of the selected runs as CSV"),
@@ -358,6 +360,7 @@ class RunsPage(QWidget):
         self.model.retagged.connect(self._retag)
         self.buttons["reopen"].clicked.connect(self.reopen)
         self.buttons["resume"].clicked.connect(self.resume)
+        self.buttons["export"].clicked.connect(self.export)
         self.buttons["rename"].clicked.connect(lambda: self._edit_column("name"))
         self.buttons["tag"].clicked.connect(lambda: self._edit_column("tags"))
         self.buttons["csv"].clicked.connect(self.export_csv)
@@ -450,7 +453,7 @@ class RunsPage(QWidget):
 
     def _update_buttons(self) -> None:
         n = len(self.selected_ids())
-        for key in ("reopen", "resume", "rename", "tag"):
+        for key in ("reopen", "resume", "export", "rename", "tag"):
             self.buttons[key].setEnabled(n == 1)
         for key in ("csv", "delete"):
             self.buttons[key].setEnabled(n >= 1)
@@ -562,6 +565,15 @@ class RunsPage(QWidget):
                                              "steps on the Train page and train again to go further.")
             return
         self.resume_requested.emit(rid)
+
+    def export(self) -> None:
+        row = self._one()
+        if row is None:
+            return
+        if not self.state.store.checkpoints(row["id"]):
+            self.banner.show_message("error", f"Run {row['id']} has no checkpoint to export.")
+            return
+        self.export_requested.emit(row["id"])
 
     def _edit_column(self, key: str) -> None:
         rows = self.table.selectionModel().selectedRows()

@@ -48,6 +48,7 @@ class TrainPage(QWidget):
     run_state = Signal(str)  # a one-line description for the status bar
     run_finished = Signal(object)  # the result dict
     config_issue = Signal(str)  # a page the user must fix first ("data", "tasks", "algorithm")
+    export_requested = Signal(int)  # run id
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -84,7 +85,10 @@ class TrainPage(QWidget):
         self.pause_button.setToolTip("Pause after the current step; Resume continues (F6)")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the current step; the last checkpoint is kept (Shift+F5)")
-        for b in (self.start_button, self.pause_button, self.stop_button):
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export this run: MetaGUI bundle, TorchScript or ONNX")
+        self.export_button.clicked.connect(lambda: self.run_id is not None and self.export_requested.emit(self.run_id))
+        for b in (self.start_button, self.pause_button, self.stop_button, self.export_button):
             self.header.actions.addWidget(b)
         outer.addWidget(self.header)
 
@@ -317,6 +321,7 @@ class TrainPage(QWidget):
         self.start_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.stop_button.setEnabled(running)
+        self.export_button.setEnabled(not running and self.run_id is not None)
         self.pause_button.setText("Resume" if paused else "Pause")
         self.pause_button.setIcon(icons.icon("resume" if paused else "pause"))
         for w in (self.steps, self.val_every, self.val_episodes):
@@ -564,6 +569,7 @@ class TrainPage(QWidget):
         t = theme.current()
         self.start_button.setIcon(icons.icon("play", t.accent_text))
         self.stop_button.setIcon(icons.icon("stop"))
+        self.export_button.setIcon(icons.icon("export"))
         self.save_toml_button.setIcon(icons.icon("save"))
         self.copy_cli_button.setIcon(icons.icon("copy"))
         self._update_buttons()
