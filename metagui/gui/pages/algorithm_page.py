@@ -27,7 +27,7 @@ from metagui.core.algorithms import FAMILIES, REGISTRY
 from metagui.core.errors import ConfigError
 from metagui.gui import theme
 from metagui.gui.state import AppState
-from metagui.gui.widgets.common import Banner, PageHeader, page_layout
+from metagui.gui.widgets.common import Banner, PageHeader, next_footer, page_layout
 from metagui.gui.widgets.hyperparam_form import HyperParamForm
 
 # Planned learners, shown greyed so that the map of the field is complete.
@@ -211,11 +211,7 @@ class AlgorithmPage(QWidget):
         split.addWidget(scroll)
         split.setStretchFactor(1, 1)
 
-        foot = QHBoxLayout()
-        foot.addStretch(1)
-        self.next_button = QPushButton("Next: Train  →")
-        self.next_button.clicked.connect(self.next_requested)
-        foot.addWidget(self.next_button)
+        foot, self.next_button = next_footer("Train", self.next_requested)
         outer.addLayout(foot)
 
         self._fill_devices()

@@ -44,6 +44,7 @@ from metagui.gui.widgets.common import (
     ProgressRow,
     StatTile,
     human_bytes,
+    next_footer,
     page_layout,
     primary_button,
 )
@@ -257,13 +258,9 @@ class DataPage(QWidget):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
 
-        foot = QHBoxLayout()
         self.summary = QLabel()
         self.summary.setObjectName("Muted")
-        foot.addWidget(self.summary, 1)
-        self.next_button = QPushButton("Next: Tasks  →")
-        self.next_button.clicked.connect(self.next_requested)
-        foot.addWidget(self.next_button)
+        foot, self.next_button = next_footer("Tasks", self.next_requested, lead=self.summary)
         outer.addLayout(foot)
 
         self.source.currentIndexChanged.connect(self._on_source_changed)

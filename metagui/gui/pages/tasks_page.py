@@ -30,7 +30,7 @@ from metagui.core.tasks import EpisodeSampler, check_task, split_classes
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState
 from metagui.gui.widgets.assign import AssignmentTable
-from metagui.gui.widgets.common import Banner, PageHeader, page_layout
+from metagui.gui.widgets.common import Banner, PageHeader, next_footer, page_layout
 from metagui.gui.widgets.items import TextItemsTable, ThumbnailGrid, class_color
 
 STRATEGIES = [("ratio", "By ratio (random classes)"), ("classes", "Explicit class lists"), ("domain", "By domain")]
@@ -177,11 +177,7 @@ class TasksPage(QWidget):
         split.addWidget(right)
         split.setStretchFactor(1, 1)
 
-        foot = QHBoxLayout()
-        foot.addStretch(1)
-        self.next_button = QPushButton("Next: Algorithm  →")
-        self.next_button.clicked.connect(self.next_requested)
-        foot.addWidget(self.next_button)
+        foot, self.next_button = next_footer("Algorithm", self.next_requested)
         outer.addLayout(foot)
 
         for w in (self.way, self.shot, self.query, self.seed):

@@ -56,7 +56,21 @@ def thumbnail(item: str, size: int = 40) -> QPixmap:
 
 
 # --- the conversation ----------------------------------------------------------------------------
-class TranscriptView(QTextBrowser):
+class AcceptsImageDrops:
+    """Mixin: accept a drag only while it carries image files (the drop handler decides
+    what they become)."""
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if image_paths(local_paths(event.mimeData())):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        self.dragEnterEvent(event)
+
+
+class TranscriptView(AcceptsImageDrops, QTextBrowser):
     """The chat as rich text: user bubbles on the right, the assistant's answers on the left
     with intent, confidence, alternatives and feedback links; before / after side by side."""
 
@@ -79,15 +93,6 @@ class TranscriptView(QTextBrowser):
         parts = url.toString().split(":")
         if len(parts) == 3 and parts[0] == "fb" and parts[1].isdigit():
             self.feedback_clicked.emit(int(parts[1]), parts[2])
-
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
-        if image_paths(local_paths(event.mimeData())):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dragMoveEvent(self, event) -> None:  # noqa: N802
-        self.dragEnterEvent(event)
 
     def dropEvent(self, event) -> None:  # noqa: N802
         paths = image_paths(local_paths(event.mimeData()))
@@ -183,7 +188,7 @@ def _ms(ms: float) -> str:
 
 
 # --- the support set ----------------------------------------------------------------------------
-class SupportTree(QTreeWidget):
+class SupportTree(AcceptsImageDrops, QTreeWidget):
     """Intents with their example counts; examples as children (thumbnails for images).
     Image files dropped on an intent become its examples; dropped elsewhere, a new class."""
 
@@ -250,15 +255,6 @@ class SupportTree(QTreeWidget):
 
     def selected_intents(self) -> list[str]:
         return [str(it.data(0, Qt.ItemDataRole.UserRole)) for it in self.selectedItems() if it.parent() is None]
-
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
-        if image_paths(local_paths(event.mimeData())):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dragMoveEvent(self, event) -> None:  # noqa: N802
-        self.dragEnterEvent(event)
 
     def dropEvent(self, event) -> None:  # noqa: N802
         paths = image_paths(local_paths(event.mimeData()))

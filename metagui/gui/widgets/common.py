@@ -188,6 +188,20 @@ def primary_button(text: str, icon_name: str | None = None) -> QPushButton:
     return btn
 
 
+def next_footer(text: str, on_click, lead: QWidget | None = None) -> tuple[QHBoxLayout, QPushButton]:
+    """The row under a flow page: an optional stretching ``lead`` widget (or a stretch) and
+    the "Next: ..." button that moves on to the following step."""
+    row = QHBoxLayout()
+    if lead is not None:
+        row.addWidget(lead, 1)
+    else:
+        row.addStretch(1)
+    button = QPushButton(f"Next: {text}  →")
+    button.clicked.connect(on_click)
+    row.addWidget(button)
+    return row, button
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":
