@@ -162,13 +162,18 @@ LEARN_SOURCES = ("glyphs", "intents", "omniglot", "sinusoid")
 
 
 def learn_config(algorithm: str, source: str, steps: int, omniglot_zip: str = ""):
-    from metagui.core.presets import default_config
+    from metagui.core import algorithms
+    from metagui.core.algorithms.base import TEXT_PRESET
+    from metagui.core.presets import SOURCE_MODALITY, default_config, default_hyperparams
 
     cfg = default_config(algorithm, "glyphs" if source == "omniglot" else source)
     if source == "omniglot":
         cfg.dataset.source, cfg.dataset.path, cfg.dataset.invert = "image_folder", omniglot_zip, True
     hp = SINUSOID_HYPERPARAMS if source == "sinusoid" else LEARN_HYPERPARAMS
-    cfg.algorithm.hyperparams = dict(hp[algorithm])
+    if SOURCE_MODALITY.get(source) == "text" and TEXT_PRESET in algorithms.get(algorithm).presets:
+        cfg.algorithm.hyperparams = default_hyperparams(algorithm, "text")  # the text preset
+    else:
+        cfg.algorithm.hyperparams = dict(hp[algorithm])
     cfg.training.steps = steps
     cfg.training.val_every = steps
     cfg.training.val_episodes = 100

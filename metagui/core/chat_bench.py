@@ -42,11 +42,7 @@ NEW_INTENT_HELD_OUT = [
     "can I visit the branch on saturday afternoon",
     "what time does the branch shut",
 ]
-BENCH_HYPERPARAMS = {
-    "protonet": {"meta_batch": 4},
-    "maml": {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 5, "meta_batch": 4},
-    "fomaml": {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 5, "meta_batch": 4},
-}
+BENCH_HYPERPARAMS = {"meta_batch": 4}  # on top of each learner's text preset
 
 
 def banking_split(train_csv: str | Path, n_train: int = 50, seed: int = 0):
@@ -63,13 +59,14 @@ def banking_split(train_csv: str | Path, n_train: int = 50, seed: int = 0):
 
 def chat_config(algorithm: str, train_csv: str | Path, train: list[str], held: list[str], steps: int):
     from metagui.core.config import RunConfig
+    from metagui.core.presets import default_hyperparams
 
     cfg = RunConfig(name=f"{algorithm} on Banking77 ({len(train)} intents)")
     cfg.dataset.source, cfg.dataset.path = "text_table", str(train_csv)
     cfg.task.way, cfg.task.shot, cfg.task.query = 5, 5, 5
     cfg.task.split, cfg.task.train_classes, cfg.task.val_classes, cfg.task.test_classes = "classes", train, [], held
     cfg.algorithm.name = algorithm
-    cfg.algorithm.hyperparams = dict(BENCH_HYPERPARAMS.get(algorithm, {}))
+    cfg.algorithm.hyperparams = {**default_hyperparams(algorithm, "text"), **BENCH_HYPERPARAMS}
     cfg.training.steps, cfg.training.val_every, cfg.training.log_every = steps, steps, max(1, steps // 10)
     return cfg
 

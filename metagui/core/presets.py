@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metagui.core import algorithms
+from metagui.core.algorithms.base import TEXT_PRESET
 from metagui.core.config import RunConfig
 from metagui.core.errors import ConfigError
 
@@ -21,6 +22,15 @@ SOURCE_MODALITY = {"intents": "text", "glyphs": "image", "sinusoid": "regression
                    "bandit": "bandit", "mdp": "mdp"}
 
 
+def default_hyperparams(algorithm: str, modality: str) -> dict:
+    """Where a new config of ``algorithm`` starts: its defaults, with its text preset for
+    text tasks (the settings ``metagui bench text`` measured with the built-in encoder)."""
+    cls = algorithms.get(algorithm)
+    if modality == "text" and TEXT_PRESET in cls.presets:
+        return cls.validate_hyperparams(dict(cls.presets[TEXT_PRESET]["hyperparams"]))
+    return cls.defaults()
+
+
 def default_config(algorithm: str = "protonet", source: str = "intents", preset: str | None = None) -> RunConfig:
     """A ready-to-run config for a built-in dataset source."""
     if source not in SOURCE_DEFAULTS:
@@ -35,6 +45,7 @@ def default_config(algorithm: str = "protonet", source: str = "intents", preset:
         for k, v in values.items():
             setattr(getattr(cfg, section), k, v)
     cfg.algorithm.name = algorithm
+    cfg.algorithm.hyperparams = default_hyperparams(algorithm, modality)
     if preset:
         apply_preset(cfg, preset)
     return cfg

@@ -68,6 +68,10 @@ class HyperParam:
         return value
 
 
+# the preset each text-capable learner has for the built-in n-gram text encoder (chosen
+# with ``metagui bench text``); new text configs start from it
+TEXT_PRESET = "Text (built-in encoder)"
+
 COMMON = (
     HyperParam("meta_lr", float, 1e-3, "Step size of the outer (meta) optimiser (Adam).", 1e-6, 10.0, log=True),
     HyperParam("meta_batch", int, 4, "Tasks (episodes) per meta-update.", 1, 256),
@@ -181,7 +185,8 @@ class MetaLearner(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss, per_task, extra = self.outer_loss(batch)
         if loss.requires_grad:
-            loss.backward()
+            penalty = getattr(self.backbone, "penalty", None)
+            (loss + penalty() if penalty is not None else loss).backward()
         self.optimizer.step()
         return {"loss": float(loss.detach()), self.metric_name: float(per_task.mean()), **extra}
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from metagui.core.algorithms.base import HyperParam, MetaLearner, Predictor, register
+from metagui.core.algorithms.base import TEXT_PRESET, HyperParam, MetaLearner, Predictor, register
 from metagui.core.tasks import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
@@ -25,15 +25,25 @@ VECTORISE = HyperParam(
     "(see `metagui bench train`); try it on a GPU.",
 )
 
+HEAD = HyperParam(
+    "head", str, "per_class",
+    "Initial classifier head: one meta-learned row per class position (the paper), or one shared row "
+    "copied for every class (as in UNICORN-MAML): labels are shuffled in every episode anyway, and a "
+    "shared row adapts to any number of classes.",
+    choices=("per_class", "shared"),
+)
+
 INNER = (
-    HyperParam("inner_lr", float, 0.1, "Step size of the inner (task adaptation) gradient steps.", 1e-5, 10.0, log=True),
+    HyperParam("inner_lr", float, 0.1, "Step size of the inner (task adaptation) gradient steps.", 1e-5, 100.0, log=True),
     HyperParam("inner_steps", int, 5, "Gradient steps on the support set during meta-training.", 1, 100),
     HyperParam("eval_steps", int, 10, "Gradient steps on the support set when adapting at test time.", 1, 200),
+    HEAD,
     VECTORISE,
 )
 
 PAPER_OMNIGLOT = {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3, "meta_lr": 1e-3, "meta_batch": 32}
 PAPER_SINUSOID = {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 10, "meta_lr": 1e-3, "meta_batch": 25}
+TEXT = {"head": "shared", "inner_lr": 3.0, "inner_steps": 1, "eval_steps": 3, "meta_lr": 3e-3}
 CUSTOMER_SERVICE = {"inner_lr": 0.01, "inner_steps": 5, "eval_steps": 5, "meta_lr": 1e-3, "meta_batch": 32}
 
 
@@ -45,14 +55,23 @@ class GradientLearner(MetaLearner):
     first_order = False
 
     def build(self) -> None:
-        self.head = nn.Linear(self.backbone.emb_dim, self.n_way or 1)
+        self.head = nn.Linear(self.backbone.emb_dim, 1 if self.shared_head else self.n_way or 1)
+
+    @property
+    def shared_head(self) -> bool:
+        return self.hp.get("head") == "shared" and not self.regression
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def fast_params(self) -> Params:
-        """The parameters adapted by the inner loop."""
-        return {k: v for k, v in self.named_parameters() if k.startswith(("backbone.", "head."))}
+    def fast_params(self, n_way: int | None = None) -> Params:
+        """The parameters adapted by the inner loop. A shared head row is expanded to
+        ``n_way`` rows (its gradient is the sum over the rows)."""
+        params = {k: v for k, v in self.named_parameters() if k.startswith(("backbone.", "head."))}
+        if self.shared_head and n_way:
+            params["head.weight"] = params["head.weight"].expand(n_way, -1)
+            params["head.bias"] = params["head.bias"].expand(n_way)
+        return params
 
     def step_size(self, name: str) -> torch.Tensor | float:
         return self.hp["inner_lr"]
@@ -100,7 +119,7 @@ class GradientLearner(MetaLearner):
         return params
 
     def outer_loss_vmapped(self, batch: EpisodeBatch, steps: int, first_order: bool):
-        base = self.fast_params()
+        base = self.fast_params(batch.n_way)
 
         def per_task(sx, sy, qx, qy):
             params = self.adapt_functional(base, sx, sy, steps, first_order)
@@ -117,7 +136,7 @@ class GradientLearner(MetaLearner):
             return self.outer_loss_vmapped(batch, steps, not second_order)
         losses, metrics = [], []
         curves: list[list[float]] = []
-        base = self.fast_params()
+        base = self.fast_params(batch.n_way)
         for t in range(batch.n_tasks):
             sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
             curve = None
@@ -138,12 +157,12 @@ class GradientLearner(MetaLearner):
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int | None = None) -> Predictor:
         n_way = n_way or self.n_way
-        if not self.regression and n_way != self.n_way:
+        if not self.regression and not self.shared_head and n_way != self.n_way:
             raise ValueError(f"this model was meta-trained for {self.n_way}-way tasks, not {n_way}-way")
         self.eval()
         start = time.perf_counter()
         with torch.enable_grad():
-            params = self.inner_loop(self.fast_params(), support_x, support_y, self.hp["eval_steps"], False)
+            params = self.inner_loop(self.fast_params(n_way), support_x, support_y, self.hp["eval_steps"], False)
         params = {k: v.detach() for k, v in params.items()}
         elapsed = time.perf_counter() - start
 
@@ -165,6 +184,7 @@ class MAML(GradientLearner):
         "Omniglot 5-way (paper)": {"hyperparams": PAPER_OMNIGLOT},
         "Sinusoid (paper)": {"hyperparams": PAPER_SINUSOID},
         "Customer-service MAML": {"hyperparams": CUSTOMER_SERVICE, "task": {"shot": 5, "query": 5}},
+        TEXT_PRESET: {"hyperparams": TEXT},
     }
 
 
@@ -184,15 +204,17 @@ class MetaSGD(GradientLearner):
     summary = "MAML that also meta-learns a step size for every weight (direction and rate of adaptation)."
     paper = "Li, Zhou, Chen, Li 2017, Meta-SGD"
     hyperparams = (
-        HyperParam("inner_lr", float, 0.1, "Initial value of every learned per-weight step size.", 1e-5, 10.0, log=True),
+        HyperParam("inner_lr", float, 0.1, "Initial value of every learned per-weight step size.", 1e-5, 100.0, log=True),
         HyperParam("inner_steps", int, 1, "Gradient steps on the support set during meta-training.", 1, 100),
         HyperParam("eval_steps", int, 1, "Gradient steps on the support set at test time.", 1, 200),
         HyperParam("first_order", bool, False, "Drop second derivatives (faster, less exact)."),
+        HEAD,
         VECTORISE,
     )
     presets = {
         "Omniglot 5-way (paper)": {"hyperparams": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 1, "meta_lr": 1e-3, "meta_batch": 32}},
         "Sinusoid (paper)": {"hyperparams": {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 1, "meta_lr": 1e-3, "meta_batch": 25}},
+        TEXT_PRESET: {"hyperparams": {"head": "shared", "inner_lr": 3.0, "inner_steps": 1, "eval_steps": 1, "meta_lr": 3e-3}},
     }
 
     def build(self) -> None:

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metagui.core.algorithms.base import HyperParam, MetaLearner, Predictor, one_hot_means, register
+from metagui.core.algorithms.base import (
+    TEXT_PRESET,
+    HyperParam,
+    MetaLearner,
+    Predictor,
+    one_hot_means,
+    register,
+)
 from metagui.core.tasks import EpisodeBatch
 
 
@@ -65,11 +72,27 @@ class ProtoNet(MetricLearner):
     label = "Prototypical Networks"
     summary = "Each class is the mean of its support embeddings; queries go to the nearest prototype."
     paper = "Snell, Swersky, Zemel 2017, Prototypical Networks for Few-shot Learning"
-    hyperparams = ()
-    presets = {"Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}}}
+    hyperparams = (
+        HyperParam("distance", str, "euclidean",
+                   "How queries are compared with prototypes: squared Euclidean (the paper) or cosine "
+                   "similarity scaled by a learned temperature (no penalty on tight classes' shorter "
+                   "prototypes; the built-in text encoder transfers better with it).",
+                   choices=("euclidean", "cosine")),
+    )
+    presets = {
+        "Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}},
+        TEXT_PRESET: {"hyperparams": {"distance": "cosine", "meta_lr": 1e-2}},
+    }
+
+    def build(self) -> None:
+        if self.hp["distance"] == "cosine":
+            self.log_scale = nn.Parameter(torch.tensor(2.3))  # temperature ~10 at the start
 
     def scores(self, es, sy, eq, n_way):
         protos = one_hot_means(es, sy, n_way)
+        if self.hp["distance"] == "cosine":
+            sim = F.normalize(eq, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
+            return self.log_scale.exp() * sim
         return -torch.cdist(eq, protos).pow(2)
 
 
@@ -84,7 +107,10 @@ class MatchingNet(MetricLearner):
         HyperParam("fce_steps", int, 3, "Read steps of the query attention LSTM (with fce).", 1, 20),
         HyperParam("temperature", float, 10.0, "Scale of cosine similarities before the softmax attention.", 0.1, 100.0),
     )
-    presets = {"Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 4, "fce": False}}}
+    presets = {
+        "Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 4, "fce": False}},
+        TEXT_PRESET: {"hyperparams": {"temperature": 30.0, "meta_lr": 1e-2}},
+    }
 
     def build(self) -> None:
         d = self.backbone.emb_dim
@@ -129,24 +155,47 @@ class RelationNet(MetricLearner):
     label = "Relation Networks"
     summary = "A learned relation module scores each (class, query) pair; trained to output 1 for matches."
     paper = "Sung et al. 2018, Learning to Compare: Relation Network for Few-Shot Learning"
-    hyperparams = (HyperParam("relation_hidden", int, 64, "Hidden units of the relation module.", 4, 1024),)
-    presets = {"Omniglot (paper-like)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}}}
+    hyperparams = (
+        HyperParam("relation_hidden", int, 64, "Hidden units of the relation module.", 4, 1024),
+        HyperParam("cosine_feature", bool, False,
+                   "Also give the relation module each pair's cosine similarity: wide embeddings (the built-in "
+                   "text encoder's 4096 dimensions) make a comparison hard to learn from the pair features alone."),
+        HyperParam("pair_dim", int, 0,
+                   "Project embeddings to this many dimensions (a learned linear map) before forming pair "
+                   "features; 0 = no projection. Wide embeddings make every (class, query) pair costly.", 0, 4096),
+    )
+    presets = {
+        "Omniglot (paper-like)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}},
+        TEXT_PRESET: {"hyperparams": {"cosine_feature": True, "pair_dim": 64, "meta_lr": 1e-3}},
+    }
 
     def build(self) -> None:
         d = self.backbone.emb_dim
         h = self.hp["relation_hidden"]
-        self.relation = nn.Sequential(nn.Linear(4 * d, h), nn.ReLU(), nn.Linear(h, h // 2 or 1), nn.ReLU(), nn.Linear(h // 2 or 1, 1))
+        extra = 1 if self.hp["cosine_feature"] else 0
+        if self.hp["pair_dim"]:
+            self.pair_proj = nn.Linear(d, self.hp["pair_dim"])
+            d = self.hp["pair_dim"]
+        self.relation = nn.Sequential(nn.Linear(4 * d + extra, h), nn.ReLU(), nn.Linear(h, h // 2 or 1), nn.ReLU(), nn.Linear(h // 2 or 1, 1))
 
     def scores(self, es, sy, eq, n_way):
         # class feature: mean of its support embeddings (the paper sums; the mean keeps the
         # scale fixed when support sets are unbalanced)
         cls = one_hot_means(es, sy, n_way)  # [T, N, d]
+        cos = None
+        if self.hp["cosine_feature"]:
+            cos = F.normalize(eq, dim=-1) @ F.normalize(cls, dim=-1).transpose(1, 2)  # [T, Q, N]
+        if self.hp["pair_dim"]:
+            cls, eq = self.pair_proj(cls), self.pair_proj(eq)
         t, q, d = eq.shape
         c = cls[:, None].expand(t, q, n_way, d)
         x = eq[:, :, None].expand(t, q, n_way, d)
         # the paper's concatenation, plus |c - x| and c * x: the relation module learns a
         # comparison much faster when it sees them (same idea, richer pair features)
-        pairs = torch.cat([c, x, (c - x).abs(), c * x], dim=-1)
+        parts = [c, x, (c - x).abs(), c * x]
+        if cos is not None:
+            parts.append(cos.unsqueeze(-1) * 10.0)
+        pairs = torch.cat(parts, dim=-1)
         return torch.sigmoid(self.relation(pairs).squeeze(-1))  # [T, Q, N] in (0, 1)
 
     def loss_from_scores(self, scores, qy):

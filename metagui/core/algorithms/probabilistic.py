@@ -13,7 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
 
-from metagui.core.algorithms.base import HyperParam, MetaLearner, Predictor, one_hot_means, register
+from metagui.core.algorithms.base import (
+    TEXT_PRESET,
+    HyperParam,
+    MetaLearner,
+    Predictor,
+    one_hot_means,
+    register,
+)
 from metagui.core.algorithms.gradient import GradientLearner, Params, _key
 from metagui.core.tasks import EpisodeBatch
 
@@ -240,10 +247,16 @@ class VERSA(MetaLearner):
     hyperparams = (
         HyperParam("num_samples", int, 10, "Weight samples per class (L) in the loss and in predictions.", 1, 200),
         HyperParam("amortiser_hidden", int, 128, "Hidden units of the amortisation network.", 8, 2048),
+        HyperParam("mean_skip", bool, False,
+                   "Add the class's mean support embedding, scaled to unit length and by a learned gain, to the "
+                   "weight mean, so that a cosine-prototype classifier is in reach: needed when embeddings are much "
+                   "wider than the amortiser "
+                   "(the built-in text encoder's 4096 dimensions)."),
     )
     presets = {
         "Long runs (small steps)": {"hyperparams": {"num_samples": 10, "meta_lr": 1e-4, "meta_batch": 16}},
         "Short CPU runs": {"hyperparams": {"num_samples": 10, "meta_lr": 1e-3, "meta_batch": 4}},
+        TEXT_PRESET: {"hyperparams": {"mean_skip": True, "meta_lr": 1e-2}},
     }
 
     def build(self) -> None:
@@ -254,11 +267,17 @@ class VERSA(MetaLearner):
         with torch.no_grad():  # start with small weight variances
             self.weight_log_var[-1].bias.fill_(-6.0)
             self.weight_log_var[-1].weight.mul_(0.1)
+        if self.hp["mean_skip"]:
+            self.log_skip_gain = nn.Parameter(torch.tensor(2.3))  # gain ~10 at the start
 
     def weight_distribution(self, es: torch.Tensor, sy: torch.Tensor, n_way: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance [T, N, d + 1] of each class's weights (last entry: bias)."""
         pooled = one_hot_means(self.instance(es), sy, n_way)
-        return self.weight_mean(pooled), self.weight_log_var(pooled).clamp(-12.0, 4.0)
+        mean = self.weight_mean(pooled)
+        if self.hp["mean_skip"]:
+            skip = self.log_skip_gain.exp() * F.normalize(one_hot_means(es, sy, n_way), dim=-1)
+            mean = mean + torch.cat([skip, skip.new_zeros(*skip.shape[:-1], 1)], dim=-1)
+        return mean, self.weight_log_var(pooled).clamp(-12.0, 4.0)
 
     def sample_log_probs(self, eq: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Log class probabilities of the queries under each weight sample [T, L, Q, N];
