@@ -230,7 +230,7 @@ def test_every_snippet_is_valid_python(graph_exports, trained):
 
 def test_text_card_documents_the_featurizer(graph_exports):
     res = graph_exports["protonet-text", "onnx"]
-    assert "zlib.crc32(token.encode('utf-8')) % (buckets - 1)" in res.card and "w:" in res.card
+    assert "(1 + n - ngram_min) * B + 1 + zlib.crc32(g.encode('utf-8')) % (B - 1)" in res.card and "w:" in res.card
     assert "import zlib" in res.snippet and "metagui" not in res.snippet
     assert "parity was checked on random inputs" in " ".join(res.notes)
 

@@ -371,7 +371,7 @@ class ChatEngine:
         ckpts = store.checkpoints(run_id)
         kind = kind or ("best" if "best" in ckpts else "last")
         learner, meta = load_learner(checkpoint_folder(store, run_id, kind), kind, torch.device(device))
-        pre = Preprocessing(**meta["preprocessing"])
+        pre = Preprocessing.from_dict(meta["preprocessing"])
         return cls(learner, pre, config=RunConfig.from_dict(meta["config"]), run_id=run_id, **kw)
 
     # --- what the learner is -----------------------------------------------------------------------

@@ -46,7 +46,7 @@ def dataset_config_from_arg(arg: str, base: DatasetConfig | None = None) -> Data
 def load_learner(folder: Path, kind: str, device: torch.device) -> tuple[MetaLearner, dict[str, Any]]:
     """Rebuild a learner from a checkpoint folder (no pickle: safetensors + JSON)."""
     meta = read_meta(folder, kind)
-    pre = Preprocessing(**meta["preprocessing"])
+    pre = Preprocessing.from_dict(meta["preprocessing"])
     cfg = RunConfig.from_dict(meta["config"])
     backbone = make_backbone(cfg.algorithm.backbone, pre)
     learner = algorithms.create(meta["algorithm"], backbone, int(meta["n_way"]), meta["hyperparams"])
@@ -96,7 +96,7 @@ def evaluate_run(
     out: dict[str, Any] = {"run": run_id, "algorithm": cfg.algorithm.name, "checkpoint": checkpoint,
                            "step": meta["step"]}
     if episodes_file:
-        pre = Preprocessing(**meta["preprocessing"])
+        pre = Preprocessing.from_dict(meta["preprocessing"])
         scores = []
         for ep in read_episodes_file(episodes_file):
             batch, names = episode_from_items(ep, lambda items: encode_items(items, pre))

@@ -51,7 +51,7 @@ from metagui.core import algorithms
 from metagui.core.algorithms.base import MetaLearner
 from metagui.core.config import RunConfig
 from metagui.core.errors import Cancelled, DataError, MetaGUIError
-from metagui.core.models import MLP, Conv4, Preprocessing, TextEncoder, make_backbone
+from metagui.core.models import MLP, Conv4, NgramEncoder, Preprocessing, TextEncoder, make_backbone
 
 FORMATS: dict[str, str] = {
     "bundle": "MetaGUI bundle (.metagui): weights, config, labels, preprocessing, metrics, model card",
@@ -137,7 +137,7 @@ def load_source(store, run_id: int, checkpoint: str = "best") -> ModelSource:
     learner, meta = load_learner(checkpoint_folder(store, run_id, checkpoint), checkpoint, torch.device("cpu"))
     return ModelSource(
         learner=learner, meta=meta, config=RunConfig.from_dict(meta["config"]),
-        pre=Preprocessing(**meta["preprocessing"]), run=run, dataset_stats=_dataset_stats(store, run),
+        pre=Preprocessing.from_dict(meta["preprocessing"]), run=run, dataset_stats=_dataset_stats(store, run),
         checkpoint=checkpoint,
     )
 
@@ -159,6 +159,9 @@ def exportable(src: ModelSource, fmt: str) -> str:
     """Why ``fmt`` cannot be made from ``src`` ("" when it can)."""
     if fmt not in FORMATS:
         return f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})"
+    if src.pre.text_encoder:
+        return ("models on a pretrained text encoder do not export yet: the encoder is a separate model "
+                "(use them in MetaGUI, or export a model on the built-in encoder)")
     if fmt == "bundle":
         return ""
     if src.learner.family not in EXPORT_FAMILIES:
@@ -174,6 +177,9 @@ def format_problem(config: RunConfig, fmt: str) -> str:
     without loading it (the export itself checks again with ``exportable``)."""
     if fmt not in FORMATS:
         return f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})"
+    if config.algorithm.text_encoder:
+        return ("models on a pretrained text encoder do not export yet: the encoder is a separate model "
+                "(use them in MetaGUI, or export a model on the built-in encoder)")
     if fmt == "bundle":
         return ""
     try:
@@ -185,12 +191,15 @@ def format_problem(config: RunConfig, fmt: str) -> str:
                 "metric and optimisation-based learners")
     if config.algorithm.backbone not in ("auto", "conv4", "mlp", "text") or config.dataset.source in ("bandit", "mdp"):
         return "this backbone exports as a MetaGUI bundle only"
+    if config.algorithm.hyperparams.get("head") == "shared":
+        return "a shared-head model exports as a MetaGUI bundle only (graphs have a fixed number of classes)"
     return ""
 
 
 def _graph_supported(learner: MetaLearner) -> bool:
     """Whether ``ExportGraphs`` has a form for this learner."""
-    return learner.family in EXPORT_FAMILIES and isinstance(learner.backbone, Conv4 | MLP | TextEncoder)
+    return (learner.family in EXPORT_FAMILIES and isinstance(learner.backbone, Conv4 | MLP | TextEncoder | NgramEncoder)
+            and not getattr(learner, "shared_head", False))
 
 
 def _item_inputs(src: ModelSource) -> bool:
@@ -318,6 +327,8 @@ class ExportGraphs(nn.Module):
         oh = _one_hot(sy, sy.max() + 1, es.dtype)  # [S, N]
         means = oh.t() @ es / oh.sum(0).clamp_min(1).unsqueeze(1)  # [N, d]
         if lr.name == "protonet":
+            if lr.hp["distance"] == "cosine":
+                return (lr.log_scale.exp() * F.normalize(eq, dim=-1) @ F.normalize(means, dim=-1).t()).softmax(-1)
             return (-(eq.unsqueeze(1) - means.unsqueeze(0)).pow(2).sum(-1)).softmax(-1)
         if lr.name == "matching":
             if lr.hp["fce"]:
@@ -326,10 +337,14 @@ class ExportGraphs(nn.Module):
             attn = torch.softmax(lr.hp["temperature"] * sim, dim=-1)
             return (attn @ oh).clamp_min(1e-8)
         if lr.name == "relation":
+            cos = F.normalize(eq, dim=-1) @ F.normalize(means, dim=-1).t() if lr.hp["cosine_feature"] else None
+            if lr.hp["pair_dim"]:
+                means, eq = lr.pair_proj(means), lr.pair_proj(eq)
             q, n, d = eq.shape[0], means.shape[0], eq.shape[1]
             c = means.unsqueeze(0).expand(q, n, d)
             x = eq.unsqueeze(1).expand(q, n, d)
-            scores = torch.sigmoid(lr.relation(torch.cat([c, x, (c - x).abs(), c * x], dim=-1)).squeeze(-1))
+            parts = [c, x, (c - x).abs(), c * x] + ([cos.unsqueeze(-1) * 10.0] if cos is not None else [])
+            scores = torch.sigmoid(lr.relation(torch.cat(parts, dim=-1)).squeeze(-1))
             return scores / scores.sum(-1, keepdim=True).clamp_min(1e-8)
         raise ExportError(f"no export form for {lr.label}")
 
@@ -428,18 +443,32 @@ def featurizer_spec(pre: Preprocessing) -> dict[str, Any] | None:
     """The text featurizer, exactly, as data (``models.TextFeaturizer``)."""
     if pre.modality != "text":
         return None
+    common = {"buckets": pre.text_buckets, "ngram_min": pre.ngram_min, "ngram_max": pre.ngram_max,
+              "max_tokens": pre.max_tokens, "padding": "rows padded with 0 to the longest row of the batch",
+              "version": pre.text_features}
+    if pre.text_features == 1:
+        return {
+            "kind": "hashed character n-grams and words",
+            "lowercase": True,
+            "words": "text.lower().split() (Python whitespace split)",
+            "per_word": ["word token 'w:' + word",
+                         "then every character n-gram of '<' + word + '>' for n = ngram_min..ngram_max, "
+                         "by n, then by position"],
+            "bucket": "1 + zlib.crc32(token.encode('utf-8')) % (buckets - 1)",
+            "empty_text": "the single token '<empty>'",
+            **common,
+        }
     return {
-        "kind": "hashed character n-grams and words",
+        "kind": "hashed words and character n-grams in type blocks",
         "lowercase": True,
-        "words": "text.lower().split() (Python whitespace split)",
-        "per_word": ["word token 'w:' + word",
-                     "then every character n-gram of '<' + word + '>' for n = ngram_min..ngram_max, "
-                     "by n, then by position"],
-        "bucket": "1 + zlib.crc32(token.encode('utf-8')) % (buckets - 1)",
-        "buckets": pre.text_buckets, "ngram_min": pre.ngram_min, "ngram_max": pre.ngram_max,
-        "max_tokens": pre.max_tokens,
-        "empty_text": "the single token '<empty>'",
-        "padding": "rows padded with 0 to the longest row of the batch",
+        "digits": "every digit (Unicode \\d) replaced by '0' after lower-casing",
+        "words": "re.findall(r'\\w+', text) (Python Unicode word characters)",
+        "block": "B = buckets // (2 + ngram_max - ngram_min); type 0 = words, type t = n-grams of length ngram_min + t - 1",
+        "per_word": ["word id: 1 + zlib.crc32(('w:' + word).encode('utf-8')) % (B - 1)",
+                     "then for n = ngram_min..ngram_max, every n-gram g of ' ' + word + ' ' by position: "
+                     "(1 + n - ngram_min) * B + 1 + zlib.crc32(g.encode('utf-8')) % (B - 1)"],
+        "empty_text": "the single word id of 'w:'",
+        **common,
     }
 
 
@@ -694,7 +723,9 @@ def _onnx_export(src: ModelSource, graphs: ExportGraphs, fmt: str, path: Path, e
     if fmt == "onnx":
         with_head = src.learner.family == "optimisation"
         names = ["embeddings", "outputs"] if with_head else ["embeddings"]
-        module: nn.Module = _OnnxEmbed(graphs, with_head)
+        # eval(): torch.onnx.export restores the module's mode afterwards, recursively, and a
+        # wrapper left in training mode would switch the live model's dropout back on
+        module: nn.Module = _OnnxEmbed(graphs, with_head).eval()
         args: tuple = (ep.sx,)
         inputs = ["x"]
         axes = {"x": dyn_x, **{n: {0: "n"} for n in names}}
@@ -969,14 +1000,14 @@ def _parse_json(files: dict[str, bytes], name: str, where: str) -> dict[str, Any
 
 # bounds on preprocessing values: a hostile bundle must not make us allocate huge tensors
 _PRE_BOUNDS = {"image_size": (1, 1024), "channels": (1, 4), "text_buckets": (2, 1 << 22), "ngram_min": (1, 16),
-               "ngram_max": (1, 16), "max_tokens": (1, 100_000), "states": (0, 100_000), "actions": (0, 100_000)}
+               "ngram_max": (1, 16), "max_tokens": (1, 100_000), "states": (0, 100_000), "actions": (0, 100_000), "text_features": (1, 2)}
 
 
 def _preprocessing_from(raw: dict[str, Any], where: str) -> Preprocessing:
     known = {f.name: f for f in fields(Preprocessing)}
     values = {k: v for k, v in raw.items() if k in known}
     try:
-        pre = Preprocessing(**values)
+        pre = Preprocessing.from_dict(values)
     except TypeError as exc:
         raise BundleError(f"{where}: preprocessing.json is incomplete ({exc})") from None
     for name, (low, high) in _PRE_BOUNDS.items():
@@ -987,6 +1018,8 @@ def _preprocessing_from(raw: dict[str, Any], where: str) -> Preprocessing:
             raise BundleError(f"{where}: preprocessing {name} = {v!r} is out of range ({low}..{high})")
     if not isinstance(pre.modality, str) or not isinstance(pre.invert, bool):
         raise BundleError(f"{where}: preprocessing.json has invalid values")
+    if pre.text_encoder or pre.text_encoder_dim:
+        raise BundleError(f"{where}: bundles of models on a pretrained text encoder are not supported")
     return pre
 
 
@@ -1412,7 +1445,31 @@ def code_snippet(src: ModelSource, fmt: str, path: Path) -> str:
         parts.append("import onnxruntime as ort")
     else:
         parts.append("import torch")
-    if pre.modality == "text":
+    if pre.modality == "text" and pre.text_features != 1:
+        parts += ["import re", "import zlib"]
+        parts += ["", f"BUCKETS, NMIN, NMAX, CAP = {pre.text_buckets}, {pre.ngram_min}, {pre.ngram_max}, {pre.max_tokens}",
+                  "BLOCK = BUCKETS // (2 + NMAX - NMIN)",
+                  "", "",
+                  "def bucket(token):",
+                  "    return 1 + zlib.crc32(token.encode(\"utf-8\")) % (BLOCK - 1)",
+                  "", "",
+                  "def inputs(texts):",
+                  "    \"\"\"Texts -> int64 ids [n, L] (0 = padding), as MetaGUI's TextFeaturizer.\"\"\"",
+                  "    rows = []",
+                  "    for text in texts:",
+                  "        ids = []",
+                  "        for word in re.findall(r\"\\w+\", re.sub(r\"\\d\", \"0\", text.lower())):",
+                  "            ids.append(bucket(\"w:\" + word))",
+                  "            padded = \" \" + word + \" \"",
+                  "            for n in range(NMIN, NMAX + 1):",
+                  "                offset = (1 + n - NMIN) * BLOCK",
+                  "                ids += [offset + bucket(padded[i:i + n]) for i in range(len(padded) - n + 1)]",
+                  "        rows.append(ids[:CAP] or [bucket(\"w:\")])",
+                  "    out = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)",
+                  "    for i, r in enumerate(rows):",
+                  "        out[i, :len(r)] = r",
+                  "    return out"]
+    elif pre.modality == "text":
         parts.append("import zlib")
         parts += ["", f"BUCKETS, NMIN, NMAX, CAP = {pre.text_buckets}, {pre.ngram_min}, {pre.ngram_max}, {pre.max_tokens}",
                   "", "",

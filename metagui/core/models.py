@@ -8,6 +8,7 @@ runs as one flat batch while batch norm still normalises each episode on its own
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -122,6 +123,76 @@ class TextEncoder(nn.Module):
         return self.net(summed / mask.sum(1).clamp_min(1.0))
 
 
+class NgramEncoder(nn.Module):
+    """Hashed word and character n-gram counts with learned weights -> a unit vector.
+
+    The built-in text encoder (featurizer version 2). Each token (a word, or a character
+    3-, 4- or 5-gram inside a word) adds ``exp(type_weight + token_weight)`` to one of
+    ``dim`` signed hash slots; the result is L2-normalised and scaled by a learned factor.
+    With all weights at zero this is plain bag-of-n-grams cosine similarity, a strong
+    no-learning baseline for few-shot text; meta-training learns which kinds of tokens and
+    which individual tokens tell intents apart. It has no dense layers on purpose: learned
+    projections fit the training intents' vocabulary and transferred worse to new domains
+    than no learning at all (measured with ``metagui bench text``, see the README).
+
+    Inputs come from ``TextFeaturizer`` (version 2): id 0 is padding, and the id range
+    splits into ``types`` equal blocks (words, then each n-gram length), so the token type
+    is ``(id - 1) // block``. Any int64 ids work: out-of-range ids wrap around.
+    """
+
+    batch_independent = True
+
+    def __init__(self, buckets: int = 1 << 18, types: int = 4, dim: int = 4096, token_dropout: float = 0.3,
+                 token_decay: float = 1e-4, type_decay: float = 0.1) -> None:
+        super().__init__()
+        self.token_decay, self.type_decay = token_decay, type_decay
+        self.buckets, self.types, self.dim = buckets, types, dim
+        self.block = buckets // types
+        self.token_dropout = token_dropout
+        self.token_weight = nn.Parameter(torch.zeros(buckets))
+        self.type_weight = nn.Parameter(torch.zeros(types))
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.emb_dim = dim
+
+    def penalty(self) -> torch.Tensor:
+        """Added to the meta-training loss: L2 pulls of the token and type weights towards
+        zero (no learning). Without them the weights fit the training domain and transfer
+        worse than no learning to other domains (``metagui bench text``)."""
+        return self.token_decay * self.token_weight.pow(2).sum() + self.type_decay * self.type_weight.pow(2).sum()
+
+    def forward(self, ids: torch.Tensor, tasks: int = 1) -> torch.Tensor:
+        ids = ids.remainder(self.buckets)
+        mask = ids > 0
+        if self.training and self.token_dropout > 0:
+            # drop tokens at random while meta-training: no single n-gram can carry a class
+            mask = mask & (torch.rand(ids.shape, device=ids.device) >= self.token_dropout)
+        kind = ((ids - 1).clamp_min(0) // self.block).clamp_max(self.types - 1)
+        # log-weights soft-bounded to (-6, 6): inner loops (MAML) may take large steps on them
+        w = torch.exp(6.0 * torch.tanh((self.type_weight[kind] + self.token_weight[ids]) / 6.0)) * mask
+        sign = (ids // self.dim).remainder(2).to(w.dtype) * 2 - 1
+        v = w.new_zeros(ids.shape[0], self.dim).scatter_add(1, ids.remainder(self.dim), w * sign)
+        # unit length; the epsilon keeps every derivative finite when dropout empties a text
+        return v * torch.rsqrt(v.pow(2).sum(1, keepdim=True) + 1e-8) * self.log_scale.exp()
+
+
+class EmbeddingAdapter(nn.Module):
+    """On top of a frozen pretrained sentence encoder (``core.pretrained``): its embeddings
+    plus a meta-learned linear correction, which starts at zero (so training starts from
+    the pretrained geometry)."""
+
+    batch_independent = True
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.emb_dim = dim
+
+    def forward(self, x: torch.Tensor, tasks: int = 1) -> torch.Tensor:
+        return x + self.linear(x)
+
+
 class RecurrentCore(nn.Module):
     """GRU over per-step inputs [T, L, in_dim] -> features [T, L, hidden] (RL² policies).
 
@@ -140,6 +211,10 @@ class RecurrentCore(nn.Module):
 
 
 # --- preprocessing --------------------------------------------------------------------------
+TEXT_FEATURES = 2
+LEGACY_TEXT = {"text_buckets": 1 << 15, "ngram_min": 2, "ngram_max": 4, "max_tokens": 160}
+
+
 @dataclass
 class Preprocessing:
     """How raw items become inputs; saved with checkpoints and exports."""
@@ -148,10 +223,16 @@ class Preprocessing:
     image_size: int = 28
     channels: int = 1
     invert: bool = False
-    text_buckets: int = 1 << 15
-    ngram_min: int = 2
-    ngram_max: int = 4
-    max_tokens: int = 160
+    text_buckets: int = 1 << 18
+    ngram_min: int = 3
+    ngram_max: int = 5
+    max_tokens: int = 400
+    # 2: words + n-grams in type blocks, for NgramEncoder; 1: the first release's ids, for
+    # TextEncoder (checkpoints saved before version 2 existed load as version 1)
+    text_features: int = TEXT_FEATURES
+    # a pretrained sentence encoder's folder (see core.pretrained; "" = the built-in encoder)
+    text_encoder: str = ""
+    text_encoder_dim: int = 0
     # reinforcement learning (modality "bandit" / "mdp"): states observed, actions available
     states: int = 0
     actions: int = 0
@@ -159,18 +240,44 @@ class Preprocessing:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        """From a checkpoint's or bundle's JSON; text settings saved before featurizer
+        version 2 existed are version 1 with that release's defaults."""
+        values = dict(values)
+        if values.get("modality") == "text" and "text_features" not in values:
+            values["text_features"] = 1
+            for k, v in LEGACY_TEXT.items():
+                values.setdefault(k, v)
+        return cls(**values)
+
 
 class TextFeaturizer:
-    """Text -> padded int64 ids of hashed character n-grams (within word boundaries) and
-    words. crc32 keeps the hashing identical across processes and platforms."""
+    """Text -> padded int64 ids of hashed tokens. crc32 keeps the hashing identical across
+    processes and platforms.
+
+    Version 2 (``NgramEncoder``): lower-cased, digits folded to 0, words are runs of
+    letters, digits and underscores (any script). Per word: the word itself, then every
+    character n-gram of ' ' + word + ' ' for n = ngram_min..ngram_max. Token type t (0 =
+    word, 1.. = n-gram lengths) owns ids t * B + 1 .. t * B + B - 1, B = buckets // types.
+    Version 1 (``TextEncoder``, the first release): whitespace words and n-grams of
+    '<' + word + '>', one shared id range.
+    """
 
     def __init__(self, pre: Preprocessing) -> None:
         self.pre = pre
 
     def ids(self, text: str) -> list[int]:
-        return list(_text_ids(text, self.pre.text_buckets, self.pre.ngram_min, self.pre.ngram_max, self.pre.max_tokens))
+        p = self.pre
+        if p.text_features == 1:
+            return list(_text_ids_v1(text, p.text_buckets, p.ngram_min, p.ngram_max, p.max_tokens))
+        return list(_text_ids(text, p.text_buckets, p.ngram_min, p.ngram_max, p.max_tokens))
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
+        if self.pre.text_encoder:  # a pretrained encoder: its (frozen) sentence embeddings
+            from metagui.core.pretrained import sentence_encoder
+
+            return torch.from_numpy(sentence_encoder(self.pre.text_encoder).encode([str(t) for t in texts]))
         rows = [self.ids(t) for t in texts]
         width = max((len(r) for r in rows), default=1) or 1
         out = np.zeros((len(rows), width), dtype=np.int64)
@@ -179,8 +286,30 @@ class TextFeaturizer:
         return torch.from_numpy(out)
 
 
+def text_types(pre: Preprocessing) -> int:
+    """Token types of featurizer version 2: words, then one per n-gram length."""
+    return 1 + pre.ngram_max - pre.ngram_min + 1
+
+
+_WORD = re.compile(r"\w+")
+_DIGIT = re.compile(r"\d")
+
+
 @lru_cache(maxsize=200_000)
 def _text_ids(text: str, buckets: int, nmin: int, nmax: int, cap: int) -> tuple[int, ...]:
+    block = buckets // (2 + nmax - nmin)
+    ids: list[int] = []
+    for word in _WORD.findall(_DIGIT.sub("0", text.lower())):
+        ids.append(_bucket("w:" + word, block))
+        padded = f" {word} "
+        for n in range(nmin, nmax + 1):
+            offset = (1 + n - nmin) * block
+            ids.extend(offset + _bucket(padded[i : i + n], block) for i in range(len(padded) - n + 1))
+    return tuple(ids[:cap]) if ids else (_bucket("w:", block),)
+
+
+@lru_cache(maxsize=200_000)
+def _text_ids_v1(text: str, buckets: int, nmin: int, nmax: int, cap: int) -> tuple[int, ...]:
     ids: list[int] = []
     for word in text.lower().split():
         ids.append(_bucket("w:" + word, buckets))
@@ -232,7 +361,11 @@ def make_backbone(kind: str, pre: Preprocessing, hidden: int | None = None) -> n
     if kind == "text":
         if pre.modality != "text":
             raise ConfigError("the text backbone needs a text dataset")
-        return TextEncoder(pre.text_buckets, 64, hidden or 128)
+        if pre.text_encoder:
+            return EmbeddingAdapter(pre.text_encoder_dim)
+        if pre.text_features == 1:
+            return TextEncoder(pre.text_buckets, 64, hidden or 128)
+        return NgramEncoder(pre.text_buckets, text_types(pre), hidden or 4096)
     if kind == "gru":
         if pre.modality not in RL_MODALITIES:
             raise ConfigError("the gru backbone is the recurrent core of RL² policies (bandit and MDP tasks)")
