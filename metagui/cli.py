@@ -132,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--test-bandits", type=int, default=500, help="held-out bandits for the regret table")
     bb.add_argument("--meta-batch", type=int, default=64, help="bandits per policy update")
     bb.set_defaults(func=cmd_bench_bandits)
+    bx = bsub.add_parser("text", help="text transfer: meta-learners with the built-in encoder vs TF-IDF nearest centroid "
+                         "on unseen intents and unseen domains (Banking77, Home Assistant intents)")
+    bx.add_argument("--data", default=str(Path("../shared/data/banking77")), help="folder with Banking77 train.csv and test.csv")
+    bx.add_argument("--settings", default="unseen-intents,banking-to-ha,ha-to-banking")
+    bx.add_argument("--algorithms", default="protonet,matching,relation,maml,versa")
+    bx.add_argument("--steps", type=int, default=600, help="meta-steps (4 episodes each) per algorithm and setting")
+    bx.add_argument("--episodes", type=int, default=1000, help="fixed test episodes per task shape")
+    bx.add_argument("--languages", default="", help="Home Assistant languages to meta-train on for ha-to-banking "
+                    "(comma-separated; default every language but English)")
+    bx.add_argument("--encoder", default="built-in", choices=("built-in", "first-release"),
+                    help="first-release: MetaGUI's first text encoder with each learner's defaults, for comparison")
+    bx.add_argument("--json", default="", help="also write every figure to this JSON file")
+    bx.set_defaults(func=cmd_bench_text)
     ba = bsub.add_parser("ambiguous", help="PLATIPUS on ambiguous sine/line regression: error, and do drawn functions cover both?")
     ba.add_argument("--steps", type=int, default=5000, help="meta-steps (10 tasks each)")
     ba.add_argument("--samples", type=int, default=20, help="functions drawn per ambiguous support set")
@@ -330,6 +343,21 @@ def cmd_bench_ambiguous(args: argparse.Namespace) -> int:
     from metagui.core.bench import bench_ambiguous
 
     bench_ambiguous(args.steps, args.out, args.samples)
+    return 0
+
+
+def cmd_bench_text(args: argparse.Namespace) -> int:
+    import json
+
+    from metagui.core.text_bench import bench_text
+
+    def split(v: str) -> list[str]:
+        return [a.strip() for a in v.split(",") if a.strip()]
+
+    report = bench_text(args.data, split(args.settings), split(args.algorithms), steps=args.steps,
+                        episodes=args.episodes, languages=split(args.languages) or None, encoder=args.encoder)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
     return 0
 
 
