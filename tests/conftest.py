@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the bring-your-own-encoder tests build tiny models locally: never ask a model hub
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import gc  # noqa: E402
 import time  # noqa: E402

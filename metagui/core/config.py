@@ -76,6 +76,9 @@ class TaskConfig:
 class AlgorithmConfig:
     name: str = "protonet"
     backbone: str = "auto"  # "auto" | "conv4" | "mlp" | "text"
+    # text: a pretrained sentence encoder's folder (sentence-transformers or ONNX) to use in
+    # place of the built-in n-gram encoder; "" = built-in
+    text_encoder: str = ""
     hyperparams: dict[str, Any] = field(default_factory=dict)
 
 

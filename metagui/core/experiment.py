@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -79,6 +80,13 @@ class Experiment:
         pre = preprocessing_for(dataset)
         if config.dataset.source in ("image_folder", "catalog"):
             pre.invert = config.dataset.invert
+        if config.algorithm.text_encoder:
+            if pre.modality != "text":
+                raise ConfigError("a pretrained text encoder needs a text dataset")
+            from metagui.core.pretrained import sentence_encoder
+
+            pre.text_encoder = str(Path(config.algorithm.text_encoder).expanduser().resolve())
+            pre.text_encoder_dim = sentence_encoder(pre.text_encoder).dim
         inputs = encode_dataset(dataset, pre)
         samplers = {
             split: EpisodeSampler(inputs, dataset.labels, ids, task.way, task.shot, task.query)

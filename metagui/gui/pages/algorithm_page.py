@@ -7,10 +7,12 @@ from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QScrollArea,
     QSplitter,
@@ -25,6 +27,7 @@ from PySide6.QtWidgets import (
 from metagui.core import algorithms
 from metagui.core.algorithms import FAMILIES, REGISTRY
 from metagui.core.errors import ConfigError
+from metagui.core.presets import default_hyperparams
 from metagui.gui import theme
 from metagui.gui.state import AppState
 from metagui.gui.widgets.common import Banner, PageHeader, next_footer, page_layout
@@ -201,6 +204,23 @@ class AlgorithmPage(QWidget):
         self.device = QComboBox()
         self.device.setToolTip("Where training runs. Automatic picks a CUDA GPU when there is one, else the CPU.")
         mf.addRow("Backbone", self.backbone)
+        # text: a pretrained sentence encoder from a local folder, in place of the built-in one
+        self.encoder_row = QWidget()
+        er = QHBoxLayout(self.encoder_row)
+        er.setContentsMargins(0, 0, 0, 0)
+        self.encoder_path = QLineEdit()
+        self.encoder_path.setPlaceholderText("Built-in n-gram encoder (works offline)")
+        self.encoder_path.setToolTip("A folder with a pretrained sentence encoder: a sentence-transformers model "
+                                     "(modules.json) or an ONNX model (model.onnx + tokenizer.json). It stays frozen; "
+                                     "the learner trains a small adapter on top. Empty = the built-in encoder.")
+        self.encoder_browse = QPushButton("Choose folder…")
+        self.encoder_clear = QPushButton("Built-in")
+        self.encoder_clear.setToolTip("Use the built-in n-gram encoder")
+        er.addWidget(self.encoder_path, 1)
+        er.addWidget(self.encoder_browse)
+        er.addWidget(self.encoder_clear)
+        mf.addRow("Text encoder", self.encoder_row)
+        self.encoder_label = mf.labelForField(self.encoder_row)
         mf.addRow("Device", self.device)
         dl.addWidget(model_box)
         dl.addStretch(1)
@@ -221,6 +241,9 @@ class AlgorithmPage(QWidget):
         self.reset_button.clicked.connect(self._on_reset)
         self.backbone.activated.connect(self._on_model)
         self.device.activated.connect(self._on_model)
+        self.encoder_path.editingFinished.connect(self._on_model)
+        self.encoder_browse.clicked.connect(self._browse_encoder)
+        self.encoder_clear.clicked.connect(lambda: (self.encoder_path.clear(), self._on_model()))
         state.config_changed.connect(self._on_config_changed)
         state.dataset_changed.connect(self.sync_from_config)
         self.sync_from_config()
@@ -271,6 +294,9 @@ class AlgorithmPage(QWidget):
             self.backbone.addItem(BACKBONE_LABELS.get(b, b), b)
         i = self.backbone.findData(a.backbone)
         self.backbone.setCurrentIndex(max(0, i))
+        self.encoder_row.setVisible(modality == "text")
+        self.encoder_label.setVisible(modality == "text")
+        self.encoder_path.setText(a.text_encoder)
         j = self.device.findData(self.state.config.training.device)
         if j < 0:
             self.device.addItem(self.state.config.training.device, self.state.config.training.device)
@@ -289,7 +315,7 @@ class AlgorithmPage(QWidget):
         a = self.state.config.algorithm
         if name != a.name:
             a.name = name
-            a.hyperparams = algorithms.get(name).defaults()
+            a.hyperparams = default_hyperparams(name, self.state.modality)
         self._show_algorithm(name)
         self._commit()
 
@@ -326,11 +352,18 @@ class AlgorithmPage(QWidget):
         if not self._syncing:
             self._commit()
 
+    def _browse_encoder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Pretrained sentence encoder folder", self.encoder_path.text())
+        if folder:
+            self.encoder_path.setText(folder)
+            self._on_model()
+
     def _commit(self) -> None:
         a = self.state.config.algorithm
         if not self.form.validate():
             a.hyperparams = self.form.values()
         a.backbone = str(self.backbone.currentData() or "auto")
+        a.text_encoder = self.encoder_path.text().strip() if self.state.modality == "text" else ""
         self.state.config.training.device = str(self.device.currentData() or "auto")
         self._syncing = True
         self.state.changed("algorithm")
@@ -351,7 +384,17 @@ class AlgorithmPage(QWidget):
             able = [c.label for c in REGISTRY.values() if modality in c.modalities]
             return f"{cls.label} cannot learn {modality} tasks; choose one of: {', '.join(able)}"
         errors = self.form.validate()
-        return errors[0] if errors else ""
+        if errors:
+            return errors[0]
+        folder = self.state.config.algorithm.text_encoder
+        if folder and modality == "text":
+            from metagui.core.pretrained import detect_format
+
+            try:
+                detect_format(folder)
+            except ConfigError as exc:
+                return str(exc)
+        return ""
 
     def refresh(self) -> None:
         err = self.check()

@@ -1,0 +1,141 @@
+"""Bring your own sentence encoder: a pretrained model in a local folder in place of the
+built-in n-gram encoder.
+
+Two folder formats, detected from their files (nothing is downloaded):
+
+- **sentence-transformers**: a folder written by ``SentenceTransformer.save`` (it has
+  ``modules.json``); loaded with the ``sentence-transformers`` package.
+- **ONNX**: ``model.onnx`` and a Hugging Face ``tokenizer.json``; run with ``onnxruntime``
+  and ``tokenizers``. If the graph has an output named ``sentence_embedding`` it is used,
+  otherwise the first output ([batch, tokens, dim]) is mean-pooled over the attention mask.
+
+The encoder stays frozen: every text is embedded once (L2-normalised) and the meta-learner
+trains a residual linear adapter on top (``models.EmbeddingAdapter``). Install the optional
+packages with ``pip install "metagui[encoders]"``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metagui.core.errors import ConfigError
+
+FORMATS = ("sentence-transformers", "onnx")
+MAX_TOKENS = 256
+
+
+def detect_format(folder: str | Path) -> str:
+    p = Path(folder).expanduser()
+    if not p.is_dir():
+        raise ConfigError(f"text encoder folder not found: {p}")
+    if (p / "modules.json").is_file():
+        return "sentence-transformers"
+    if (p / "model.onnx").is_file():
+        if not (p / "tokenizer.json").is_file():
+            raise ConfigError(f"{p} has model.onnx but no tokenizer.json (a Hugging Face tokenizers file)")
+        return "onnx"
+    raise ConfigError(f"{p} is not a sentence encoder folder: expected modules.json (sentence-transformers) "
+                      "or model.onnx with tokenizer.json (ONNX)")
+
+
+def _missing(package: str) -> ConfigError:
+    return ConfigError(f"this text encoder needs the '{package}' package: pip install \"metagui[encoders]\"")
+
+
+class SentenceEncoder:
+    """A frozen pretrained sentence encoder: texts -> float32 [n, dim], rows of unit length."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 64) -> None:
+        self.folder = Path(folder).expanduser().resolve()
+        self.format = detect_format(self.folder)
+        self.batch_size = batch_size
+        self._cache: dict[str, np.ndarray] = {}
+        if self.format == "sentence-transformers":
+            # a local folder only: never ask a model hub (it may be unreachable, and slow to say so)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise _missing("sentence-transformers") from None
+            try:
+                self._model: Any = SentenceTransformer(str(self.folder), device="cpu", local_files_only=True)
+            except Exception as exc:  # the package raises many kinds; the user needs the message
+                raise ConfigError(f"cannot load the sentence-transformers model in {self.folder}: {exc}") from None
+            dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+            self.dim = int(dim_of() or self._embed(["x"]).shape[1])
+        else:
+            try:
+                import onnxruntime as ort
+                from tokenizers import Tokenizer
+            except ImportError as exc:
+                raise _missing(exc.name or "onnxruntime") from None
+            try:
+                self._tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+                self._session = ort.InferenceSession(str(self.folder / "model.onnx"), providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise ConfigError(f"cannot load the ONNX encoder in {self.folder}: {exc}") from None
+            self._tokenizer.enable_truncation(MAX_TOKENS)
+            self._tokenizer.no_padding()
+            self._inputs = {i.name for i in self._session.get_inputs()}
+            if "input_ids" not in self._inputs:
+                raise ConfigError(f"{self.folder / 'model.onnx'} has no 'input_ids' input "
+                                  f"(it has: {', '.join(sorted(self._inputs))})")
+            outputs = [o.name for o in self._session.get_outputs()]
+            self._output = "sentence_embedding" if "sentence_embedding" in outputs else outputs[0]
+            self.dim = int(self._embed(["x"]).shape[1])
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of ``texts`` (cached per text for the life of this encoder)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            for t, e in zip(chunk, self._embed(chunk), strict=True):
+                self._cache[t] = e
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self.format == "sentence-transformers":
+            out = self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        else:
+            out = self._onnx(texts)
+        out = np.asarray(out, dtype=np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def _onnx(self, texts: list[str]) -> np.ndarray:
+        encs = self._tokenizer.encode_batch(texts)
+        width = max(1, max(len(e.ids) for e in encs))
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for r, e in enumerate(encs):
+            ids[r, : len(e.ids)] = e.ids
+            mask[r, : len(e.ids)] = 1
+            types[r, : len(e.type_ids)] = e.type_ids
+        feed = {"input_ids": ids}
+        if "attention_mask" in self._inputs:
+            feed["attention_mask"] = mask
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = types
+        out = self._session.run([self._output], feed)[0]
+        if out.ndim == 3:  # token states: mean over real tokens
+            m = mask[..., None].astype(out.dtype)
+            out = (out * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+        return out
+
+
+_LOADED: dict[str, SentenceEncoder] = {}
+
+
+def sentence_encoder(folder: str | Path) -> SentenceEncoder:
+    """One loaded encoder per folder per process."""
+    key = str(Path(folder).expanduser().resolve())
+    if key not in _LOADED:
+        _LOADED[key] = SentenceEncoder(key)
+    return _LOADED[key]
