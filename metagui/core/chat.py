@@ -32,7 +32,7 @@ head rows are not tied to any intent, so its answers are arbitrary (N <= ``n_way
 uniform (more intents): what the model knows of the intents comes from adaptation).
 Metric learners have no unadapted state (the class embeddings are the adaptation), so
 *before* uses the same examples in an encoder that was never meta-trained (the run's
-architecture and seed, random weights): what meta-learning adds to the few-shot answer.
+architecture and seed, initial weights): what meta-learning adds to the few-shot answer.
 """
 
 from __future__ import annotations
@@ -401,7 +401,7 @@ class ChatEngine:
     def baseline_label(self) -> str:
         if self.gradient_head:
             return "Meta-learned start, not adapted (0 inner steps)"
-        return "Same examples, encoder not meta-trained (random weights)"
+        return "Same examples, encoder not meta-trained (its initial weights)"
 
     @property
     def baseline_help(self) -> str:
