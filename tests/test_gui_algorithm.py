@@ -96,3 +96,28 @@ def test_an_algorithm_that_cannot_learn_the_data_is_flagged(window, qtbot):
     assert page.banner.level == "error" and "cannot learn regression" in page.banner.message()
     assert "MAML" in page.banner.message()
     assert not window.sidebar.is_done("algorithm")
+
+
+def test_text_tasks_start_from_the_text_preset_and_take_a_pretrained_encoder_folder(window, qtbot, tmp_path):
+    from tests.test_pretrained import save_onnx_encoder
+
+    page = window.algorithm_page
+    click_algorithm(qtbot, page, "maml")
+    hp = window.state.config.algorithm.hyperparams
+    assert hp["head"] == "shared" and hp["inner_lr"] == 3.0  # MAML's Text preset on the demo's intents
+    assert not page.encoder_row.isHidden() and page.encoder_path.placeholderText().startswith("Built-in")
+
+    qtbot.keyClicks(page.encoder_path, str(tmp_path / "nothing-here"))
+    page.encoder_path.editingFinished.emit()
+    assert page.banner.level == "error" and "not found" in page.banner.message()
+    assert not window.sidebar.is_done("algorithm")
+
+    save_onnx_encoder(tmp_path / "enc")
+    page.encoder_path.clear()
+    qtbot.keyClicks(page.encoder_path, str(tmp_path / "enc"))
+    page.encoder_path.editingFinished.emit()
+    assert window.state.config.algorithm.text_encoder == str(tmp_path / "enc")
+    assert page.banner.level == "ok" and window.sidebar.is_done("algorithm")
+
+    qtbot.mouseClick(page.encoder_clear, Qt.MouseButton.LeftButton)
+    assert window.state.config.algorithm.text_encoder == ""

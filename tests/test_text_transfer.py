@@ -86,3 +86,12 @@ def test_bench_text_command_prints_the_table(capsys):
     for row in ("tfidf-char", "tfidf-word", "maml"):
         assert row in out
     assert "15-way 5-shot" in out  # one shared-head MAML model answers 5- and 15-way episodes
+
+
+@needs_banking
+def test_first_release_encoder_can_be_benchmarked_for_comparison():
+    report = tb.bench_text(BANKING, ["unseen-intents"], ["protonet", "maml"], steps=5, episodes=10,
+                           shapes=[(5, 1), (15, 5)], encoder="first-release", echo=lambda *_: None)
+    rows = report["settings"]["unseen-intents"]["rows"]
+    assert set(rows["protonet"]["scores"]) == {"5-way 1-shot", "15-way 5-shot"}
+    assert set(rows["maml"]["scores"]) == {"5-way 1-shot"}  # its 5-row head cannot answer 15-way episodes
