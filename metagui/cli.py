@@ -141,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     bx.add_argument("--episodes", type=int, default=1000, help="fixed test episodes per task shape")
     bx.add_argument("--languages", default="", help="Home Assistant languages to meta-train on for ha-to-banking "
                     "(comma-separated; default every language but English)")
-    bx.add_argument("--encoder", default="built-in", choices=("built-in", "first-release"),
-                    help="first-release: MetaGUI's first text encoder with each learner's defaults, for comparison")
+    bx.add_argument("--encoder", default="built-in", choices=("built-in", "first-release", "unregularised"),
+                    help="for comparison: first-release = MetaGUI's first text encoder with each learner's defaults; "
+                    "unregularised = the built-in encoder without weight penalties and token dropout")
     bx.add_argument("--json", default="", help="also write every figure to this JSON file")
     bx.set_defaults(func=cmd_bench_text)
     ba = bsub.add_parser("ambiguous", help="PLATIPUS on ambiguous sine/line regression: error, and do drawn functions cover both?")

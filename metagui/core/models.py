@@ -157,7 +157,7 @@ class NgramEncoder(nn.Module):
     def penalty(self) -> torch.Tensor:
         """Added to the meta-training loss: L2 pulls of the token and type weights towards
         zero (no learning). Without them the weights fit the training domain and transfer
-        worse than no learning to other domains (``metagui bench text``)."""
+        worse to other domains (``metagui bench text --encoder unregularised``)."""
         return self.token_decay * self.token_weight.pow(2).sum() + self.type_decay * self.type_weight.pow(2).sum()
 
     def forward(self, ids: torch.Tensor, tasks: int = 1) -> torch.Tensor:

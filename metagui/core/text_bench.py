@@ -36,6 +36,7 @@ SHAPES: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (15, 5))
 QUERY = 10
 LEARNERS = ("protonet", "matching", "relation", "maml", "versa")
 SETTINGS = ("unseen-intents", "banking-to-ha", "ha-to-banking")
+ENCODERS = ("built-in", "first-release", "unregularised")
 BASELINES = ("tfidf-char", "tfidf-word")
 ENGLISH = "en"
 
@@ -192,8 +193,8 @@ def text_config(algorithm: str, setting: TransferSetting, steps: int = TEXT_STEP
     cfg = RunConfig(name=f"bench text {setting.name} {algorithm}")
     cfg.dataset.source = "text_table"
     cfg.algorithm.name = algorithm
-    cfg.algorithm.hyperparams = (default_hyperparams(algorithm, "text") if encoder == "built-in"
-                                 else algorithms.get(algorithm).defaults())
+    cfg.algorithm.hyperparams = (algorithms.get(algorithm).defaults() if encoder == "first-release"
+                                 else default_hyperparams(algorithm, "text"))
     cfg.task.way, cfg.task.shot, cfg.task.query = 5, shot, QUERY
     for k, v in setting.split.items():
         setattr(cfg.task, k, v)
@@ -206,8 +207,9 @@ def text_config(algorithm: str, setting: TransferSetting, steps: int = TEXT_STEP
 
 def meta_train(cfg, dataset: TextDataset, encoder: str = "built-in"):
     """Meta-train in-process and keep the checkpoint that did best on the validation
-    classes; returns (learner, preprocessing, seconds). ``encoder="first-release"`` uses
-    MetaGUI's first text encoder (learned n-gram embeddings and an MLP), for comparison."""
+    classes; returns (learner, preprocessing, seconds). For comparison, ``encoder`` may be
+    "first-release" (MetaGUI's first text encoder: learned n-gram embeddings and an MLP) or
+    "unregularised" (the built-in encoder without its weight penalties and token dropout)."""
     import tempfile
 
     from metagui.core.checkpoint import load_checkpoint
@@ -223,8 +225,17 @@ def meta_train(cfg, dataset: TextDataset, encoder: str = "built-in"):
         t = cfg.task
         exp.samplers = {k: EpisodeSampler(exp.inputs, dataset.labels, [c for c, _ in s.class_items], t.way, t.shot, t.query)
                         for k, s in exp.samplers.items()}
+    elif encoder == "unregularised":
+        build = exp.build_learner
+
+        def build_unregularised():
+            learner = build()
+            learner.backbone.token_decay = learner.backbone.type_decay = learner.backbone.token_dropout = 0.0
+            return learner
+
+        exp.build_learner = build_unregularised  # type: ignore[method-assign]
     elif encoder != "built-in":
-        raise ConfigError(f"unknown encoder '{encoder}' (built-in or first-release)")
+        raise ConfigError(f"unknown encoder '{encoder}' ({', '.join(ENCODERS)})")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, experiment=exp, run_dir=Path(tmp))
