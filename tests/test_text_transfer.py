@@ -22,9 +22,31 @@ needs_banking = pytest.mark.skipif(not (BANKING / "train.csv").is_file(), reason
 
 
 def test_char_wb_ngrams_follow_scikit_learn():
-    # TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)).build_analyzer()("Hi  a") gives these
     assert tb.char_wb_ngrams("Hi  a") == [" h", "hi", "i ", " hi", "hi ", " hi ", " a", "a ", " a "]
     assert tb.word_tokens("I can't pay, 2 times!") == ["can", "pay", "times"]
+
+
+@needs_banking
+def test_baselines_equal_scikit_learn_tfidf_nearest_centroid():
+    """Our analyzers and TF-IDF equal scikit-learn's TfidfVectorizer (fitted on each support
+    set) with cosine nearest centroid, episode by episode."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    setting = tb.make_setting("unseen-intents", BANKING)
+    texts = setting.target.texts
+    episodes = tb.fixed_episodes(setting.target, setting.target_classes, 5, 2, 40, seed=3)
+    for name, kwargs in (("tfidf-char", {"analyzer": "char_wb", "ngram_range": (2, 4)}), ("tfidf-word", {})):
+        for i in sorted({int(j) for s, q in episodes[:5] for j in (*s, *q)}):
+            assert tb.ANALYZERS[name](texts[i]) == TfidfVectorizer(**kwargs).build_analyzer()(texts[i])
+        ours = tb.tfidf_centroid_accuracy(texts, episodes, 5, tb.ANALYZERS[name])
+        theirs = []
+        for sup, qry in episodes:
+            vec = TfidfVectorizer(**kwargs).fit([texts[i] for i in sup])
+            xs, xq = vec.transform([texts[i] for i in sup]).toarray(), vec.transform([texts[i] for i in qry]).toarray()
+            c = xs.reshape(5, 2, -1).mean(1)
+            c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+            theirs.append(((xq @ c.T).argmax(1) == np.repeat(np.arange(5), tb.QUERY)).mean())
+        np.testing.assert_allclose(ours, theirs)
 
 
 def test_tfidf_centroid_scores_a_hand_checked_episode():
