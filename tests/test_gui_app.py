@@ -121,3 +121,16 @@ def test_excepthook_shows_readable_dialog(window, monkeypatch):
     assert "Traceback" not in bug.text()
     for b in boxes:
         b.close()
+
+
+def test_garbage_is_collected_on_the_gui_thread_while_a_window_is_open(make_window, qtbot):
+    import gc
+
+    w = make_window(ready=False)
+    assert not gc.isenabled()  # no worker thread can start a collection (and destroy widgets there)
+    junk = [[i] for i in range(5000)]  # 5000 new container objects: past the first threshold
+    assert gc.get_count()[0] > gc.get_threshold()[0]
+    qtbot.waitUntil(lambda: gc.get_count()[0] < gc.get_threshold()[0], timeout=5000)  # the window's timer collects
+    del junk
+    w.close()
+    assert gc.isenabled()

@@ -118,6 +118,9 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
         self.open_initial_project(demo)
         self.go(str(self.settings.value("ui/page", "data")) if not demo else "data")
+        from metagui.gui.workers import MainThreadCollector
+
+        self._collector = MainThreadCollector(self)  # garbage collection on this thread only
         if autoload:
             QTimer.singleShot(0, self.data_page.ensure_loaded)
             QTimer.singleShot(0, self._warm_up)
@@ -507,6 +510,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping training…")
         self.shutdown()
         self.state.close()
+        self._collector.stop()
         super().closeEvent(event)
 
 

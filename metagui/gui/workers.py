@@ -8,6 +8,7 @@ view decides). Cancellation is cooperative: the worker's callable polls a flag.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 import time
 import traceback
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from metagui.core.errors import Cancelled, MetaGUIError
 
@@ -311,3 +312,46 @@ def warm_up_torch(progress=None, cancel=None) -> None:
     torch.optim.Adam(lin.parameters(), lr=1e-3)
     params = dict(lin.named_parameters())
     vmap(lambda x: functional_call(lin, params, (x,)))(torch.ones(2, 3, 2))
+
+
+class MainThreadCollector(QObject):
+    """Python's cyclic garbage collector, run only on the GUI thread while a window lives.
+
+    Left automatic, a collection runs in whichever thread happens to allocate: a training
+    or warm-up worker could then destroy Qt wrappers of dead widgets from the wrong thread,
+    and Qt's signal lock taken there against the GIL held by the GUI thread deadlocks both
+    (seen in the test suite: a worker's collection disconnecting an old widget while the GUI
+    thread deleted form rows). So automatic collection is off while any window is open, and
+    a timer collects, generation by generation as the thresholds say, on the GUI thread.
+    """
+
+    _active = 0
+
+    def __init__(self, parent: QObject | None = None, interval_ms: int = 1000) -> None:
+        super().__init__(parent)
+        if MainThreadCollector._active == 0:
+            gc.disable()
+        MainThreadCollector._active += 1
+        self._stopped = False
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.collect)
+        self.timer.start(interval_ms)
+
+    @Slot()
+    def collect(self) -> None:
+        limits, counts = gc.get_threshold(), gc.get_count()
+        for generation in (2, 1, 0):
+            if counts[generation] > limits[generation]:
+                gc.collect(generation)
+                break
+
+    def stop(self) -> None:
+        """Collect once more here and give collection back to Python (last window only)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.timer.stop()
+        gc.collect()
+        MainThreadCollector._active -= 1
+        if MainThreadCollector._active == 0:
+            gc.enable()
