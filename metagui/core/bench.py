@@ -184,30 +184,21 @@ def learning_check(cfg, test_episodes: int = 200, experiment=None, run_dir=None,
     """Meta-train ``cfg`` and evaluate on held-out test episodes. For regression, also the
     query MSE before adaptation (``pre_mse``), to compare with after (``mse``).
     ``keep_learner`` adds the trained learner to the result (key ``learner``)."""
-    import tempfile
-    from pathlib import Path
-
     from metagui.core.experiment import Experiment, evaluate
     from metagui.core.tasks import step_rng
-    from metagui.core.trainer import Trainer
+    from metagui.core.trainer import train_to_completion
 
     exp = experiment or Experiment.prepare(cfg)
     exp.config = cfg
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, experiment=exp, run_dir=Path(run_dir or tmp))
-        result = trainer.run()
-    seconds = time.perf_counter() - start
-    if result.status != "completed":
-        raise RuntimeError(f"training {cfg.algorithm.name} ended {result.status}: {result.error}")
+    learner, seconds = train_to_completion(cfg, exp, run_dir)
     rng = step_rng(cfg.training.seed + 1000, "test", 0)
     batches = [exp.sample("test", 25, rng) for _ in range(max(1, test_episodes // 25))]
-    res = evaluate(trainer.learner, batches, torch.device("cpu"))
-    out = {"algorithm": cfg.algorithm.name, "train_seconds": seconds, "steps": result.steps, **res}
-    if "adapt_loss_0" in res and trainer.learner.regression:
+    res = evaluate(learner, batches, torch.device("cpu"))
+    out = {"algorithm": cfg.algorithm.name, "train_seconds": seconds, "steps": cfg.training.steps, **res}
+    if "adapt_loss_0" in res and learner.regression:
         out["pre_mse"] = res["adapt_loss_0"]
     if keep_learner:
-        out["learner"] = trainer.learner
+        out["learner"] = learner
     return out
 
 

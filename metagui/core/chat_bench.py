@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -74,16 +73,11 @@ def chat_config(algorithm: str, train_csv: str | Path, train: list[str], held: l
 def meta_train(cfg, dataset):
     """Meta-train ``cfg`` on ``dataset``; the trained learner, the experiment and seconds taken."""
     from metagui.core.experiment import Experiment
-    from metagui.core.trainer import Trainer
+    from metagui.core.trainer import train_to_completion
 
     exp = Experiment.prepare(cfg, dataset=dataset)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, experiment=exp, run_dir=Path(tmp))
-        result = trainer.run()
-    if result.status != "completed":
-        raise RuntimeError(f"training {cfg.algorithm.name} ended {result.status}: {result.error}")
-    return trainer.learner, exp, time.perf_counter() - start
+    learner, seconds = train_to_completion(cfg, exp)
+    return learner, exp, seconds
 
 
 def held_out_messages(test_csv: str | Path, intents: list[str]) -> tuple[list[str], list[str]]:

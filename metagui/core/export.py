@@ -155,13 +155,16 @@ def _dataset_stats(store, run: dict) -> dict[str, Any]:
     return stats if isinstance(stats, dict) else {}
 
 
+PRETRAINED_NOT_EXPORTED = ("models on a pretrained text encoder do not export yet: the encoder is a separate "
+                           "model (use them in MetaGUI, or export a model on the built-in encoder)")
+
+
 def exportable(src: ModelSource, fmt: str) -> str:
     """Why ``fmt`` cannot be made from ``src`` ("" when it can)."""
     if fmt not in FORMATS:
         return f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})"
     if src.pre.text_encoder:
-        return ("models on a pretrained text encoder do not export yet: the encoder is a separate model "
-                "(use them in MetaGUI, or export a model on the built-in encoder)")
+        return PRETRAINED_NOT_EXPORTED
     if fmt == "bundle":
         return ""
     if src.learner.family not in EXPORT_FAMILIES:
@@ -178,8 +181,7 @@ def format_problem(config: RunConfig, fmt: str) -> str:
     if fmt not in FORMATS:
         return f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})"
     if config.algorithm.text_encoder:
-        return ("models on a pretrained text encoder do not export yet: the encoder is a separate model "
-                "(use them in MetaGUI, or export a model on the built-in encoder)")
+        return PRETRAINED_NOT_EXPORTED
     if fmt == "bundle":
         return ""
     try:

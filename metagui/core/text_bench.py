@@ -31,6 +31,7 @@ import torch
 
 from metagui.core.data.base import TextDataset
 from metagui.core.errors import ConfigError
+from metagui.core.experiment import mean_ci95
 
 SHAPES: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (15, 5))
 QUERY = 10
@@ -210,13 +211,10 @@ def meta_train(cfg, dataset: TextDataset, encoder: str = "built-in"):
     classes; returns (learner, preprocessing, seconds). For comparison, ``encoder`` may be
     "first-release" (MetaGUI's first text encoder: learned n-gram embeddings and an MLP) or
     "unregularised" (the built-in encoder without its weight penalties and token dropout)."""
-    import tempfile
-
-    from metagui.core.checkpoint import load_checkpoint
     from metagui.core.experiment import Experiment
     from metagui.core.models import Preprocessing, encode_dataset
     from metagui.core.tasks import EpisodeSampler
-    from metagui.core.trainer import Trainer
+    from metagui.core.trainer import train_to_completion
 
     exp = Experiment.prepare(cfg, dataset=dataset)
     if encoder == "first-release":  # the same split and episodes, the first release's featurizer
@@ -236,14 +234,8 @@ def meta_train(cfg, dataset: TextDataset, encoder: str = "built-in"):
         exp.build_learner = build_unregularised  # type: ignore[method-assign]
     elif encoder != "built-in":
         raise ConfigError(f"unknown encoder '{encoder}' ({', '.join(ENCODERS)})")
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, experiment=exp, run_dir=Path(tmp))
-        result = trainer.run()
-        if result.status != "completed":
-            raise RuntimeError(f"meta-training {cfg.algorithm.name} ended {result.status}: {result.error}")
-        load_checkpoint(Path(tmp), "best", trainer.learner, with_optimizer=False)
-    return trainer.learner.eval(), exp.pre, time.perf_counter() - start
+    learner, seconds = train_to_completion(cfg, exp, keep="best")
+    return learner.eval(), exp.pre, seconds
 
 
 def learner_accuracy(learner, inputs: torch.Tensor, episodes: Sequence[tuple[np.ndarray, np.ndarray]], way: int,
@@ -262,12 +254,6 @@ def learner_accuracy(learner, inputs: torch.Tensor, episodes: Sequence[tuple[np.
         per_task, _ = learner.evaluate(EpisodeBatch(inputs[sup], sy, inputs[qry], qy, way))
         out.append(per_task.cpu().numpy())
     return np.concatenate(out)
-
-
-def mean_ci(values: np.ndarray) -> tuple[float, float]:
-    from metagui.core.experiment import mean_ci95
-
-    return mean_ci95(values)
 
 
 # --- the benchmark -------------------------------------------------------------------------------
@@ -290,7 +276,7 @@ def bench_text(banking: str | Path, settings: Sequence[str] = SETTINGS, learners
         for b in BASELINES:
             rows[b] = {"kind": "baseline", "scores": {}}
             for (w, k), e in eps.items():
-                rows[b]["scores"][f"{w}-way {k}-shot"] = mean_ci(tfidf_centroid_accuracy(setting.target.texts, e, w, ANALYZERS[b]))
+                rows[b]["scores"][f"{w}-way {k}-shot"] = mean_ci95(tfidf_centroid_accuracy(setting.target.texts, e, w, ANALYZERS[b]))
         echo(f"\n{setting.title}  [data ready in {time.perf_counter() - t0:.0f} s; "
              f"{len(setting.target_classes)} target classes]")
         header = f"{'method':<12}" + "".join(f"{f'{w}-way {k}-shot':>18}" for w, k in shapes) + "   train"
@@ -310,7 +296,7 @@ def bench_text(banking: str | Path, settings: Sequence[str] = SETTINGS, learners
                     continue
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
-                    score = mean_ci(learner_accuracy(learner, inputs, e, w))
+                    score = mean_ci95(learner_accuracy(learner, inputs, e, w))
                 rows[algo]["scores"][key] = score
                 best = max((rows[b]["scores"][key] for b in BASELINES), key=lambda s: s[0])
                 beats = score[0] - score[1] > best[0] + best[1]

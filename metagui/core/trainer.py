@@ -289,3 +289,24 @@ class Trainer:
             )
         self.emit("finished", status=result.status, steps=result.steps, best=result.best_val, error=result.error)
         return result
+
+
+def train_to_completion(cfg: RunConfig, experiment: Experiment, run_dir: str | Path | None = None,
+                        keep: str = "last") -> tuple[Any, float]:
+    """Meta-train ``cfg`` in this thread, without a run store (benchmarks, tests).
+
+    Checkpoints go to ``run_dir`` (a temporary folder when None). ``keep="best"`` reloads
+    the checkpoint that did best on validation. Returns (learner, seconds of training);
+    raises RuntimeError unless the run completed."""
+    import tempfile
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(run_dir or tmp)
+        trainer = Trainer(cfg, experiment=experiment, run_dir=folder)
+        result = trainer.run()
+        if result.status != "completed":
+            raise RuntimeError(f"meta-training {cfg.algorithm.name} ended {result.status}: {result.error}")
+        if keep == "best":
+            load_checkpoint(folder, "best", trainer.learner, with_optimizer=False)
+    return trainer.learner, time.perf_counter() - start
