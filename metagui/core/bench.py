@@ -255,27 +255,18 @@ def bandit_check(cfg, test_bandits: int = 500, run_dir=None) -> dict:
     """Meta-train RL² on ``cfg``'s bandits, then measure the expected cumulative regret of RL²
     and of each baseline on the same ``test_bandits`` held-out bandits. Returns
     {strategy: (mean, ci95)}, the per-bandit regrets and the training time."""
-    import tempfile
-    from pathlib import Path
-
     from metagui.core.experiment import Experiment, mean_ci95
     from metagui.core.rl.baselines import baseline_regrets
     from metagui.core.tasks import step_rng
-    from metagui.core.trainer import Trainer
+    from metagui.core.trainer import train_to_completion
 
     exp = Experiment.prepare(cfg)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, experiment=exp, run_dir=Path(run_dir or tmp))
-        result = trainer.run()
-    seconds = time.perf_counter() - start
-    if result.status != "completed":
-        raise RuntimeError(f"training RL² ended {result.status}: {result.error}")
+    learner, seconds = train_to_completion(cfg, exp, run_dir)
     test = exp.sample("test", test_bandits, step_rng(cfg.training.seed + 1000, "test", 0))
-    regrets = {"RL²": trainer.learner.bandit_regret(test).numpy()}
+    regrets = {"RL²": learner.bandit_regret(test).numpy()}
     regrets.update(baseline_regrets(test.reward_mean[:, 0].numpy(), cfg.dataset.pulls, seed=cfg.training.seed + 1))
     return {"summary": {k: mean_ci95(v) for k, v in regrets.items()}, "regrets": regrets,
-            "train_seconds": seconds, "steps": result.steps}
+            "train_seconds": seconds, "steps": cfg.training.steps}
 
 
 def bench_bandits(steps: int, test_bandits: int = 500, settings=BANDIT_SETTINGS, meta_batch: int = 64,
