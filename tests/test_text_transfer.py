@@ -117,3 +117,57 @@ def test_first_release_encoder_can_be_benchmarked_for_comparison():
     rows = report["settings"]["unseen-intents"]["rows"]
     assert set(rows["protonet"]["scores"]) == {"5-way 1-shot", "15-way 5-shot"}
     assert set(rows["maml"]["scores"]) == {"5-way 1-shot"}  # its 5-row head cannot answer 15-way episodes
+
+
+# --- the re-weighting ceiling (``metagui bench text --ceiling``) ----------------------------------
+@needs_banking
+def test_one_vector_reweightings_are_the_baseline_and_the_untrained_encoder():
+    """One-vector tf-idf on char_wb tokens is the TF-IDF baseline, episode by episode; one-vector
+    tf on the built-in tokens is ProtoNet (cosine) on the untrained built-in encoder (its hash
+    slots widened to one per token id, so that no two tokens collide)."""
+    from metagui.core import algorithms
+    from metagui.core.models import _text_ids
+
+    setting = tb.make_setting("unseen-intents", BANKING)
+    texts = setting.target.texts
+    episodes = tb.fixed_episodes(setting.target, setting.target_classes, 5, 2, 30, seed=4)
+    base = tb.tfidf_centroid_accuracy(texts, episodes, 5, tb.char_wb_ngrams)
+    both = tb.reweighting_accuracy(texts, episodes, 5, tb.char_wb_ngrams, lambda t: 0, 1,
+                                   [tb.Reweighting(True), tb.Reweighting(True, (0.0,))])
+    np.testing.assert_array_equal(both, np.stack([base, base], 1))
+
+    pre = Preprocessing(modality="text")
+    enc = NgramEncoder(pre.text_buckets, 4, dim=pre.text_buckets)
+    learner = algorithms.create("protonet", enc, 5, {"distance": "cosine"})
+    inputs = TextFeaturizer(pre)(texts)
+    encoder = tb.learner_accuracy(learner, inputs, episodes, 5)
+    ours = tb.reweighting_accuracy(texts, episodes, 5, lambda t: list(_text_ids(t, pre.text_buckets, pre.ngram_min,
+                                                                                pre.ngram_max, pre.max_tokens)),
+                                   lambda t: 0, 1, [tb.Reweighting(False)])
+    np.testing.assert_allclose(ours[:, 0], encoder)
+    assert encoder.mean() > 0.5
+
+
+def test_per_type_shares_decide_between_disagreeing_token_types():
+    """Words say one class, character grams the other: the mix decides."""
+    tokens = {"a p": ["w:a", "c:p"], "b q": ["w:b", "c:q"], "a q": ["w:a", "c:q"], "b p": ["w:b", "c:p"]}
+    texts = list(tokens)
+    episodes = [(np.array([0, 1]), np.array([2, 3]))]  # support "a p", "b q"; queries "a q" (class 0), "b p" (1)
+    variants = [tb.Reweighting(False, (1.0, 0.0)), tb.Reweighting(False, (0.0, 1.0)),
+                tb.Reweighting(True, (1.0, 0.0))]
+    acc = tb.reweighting_accuracy(texts, episodes, 2, tokens.__getitem__, lambda t: 0 if t[0] == "w" else 1, 2,
+                                  variants)
+    assert acc.tolist() == [[1.0, 0.0, 1.0]]
+    family = tb.reweightings()
+    assert len(family) == 2 + 2 * 5**3 and len(set(family)) == len(family)
+    assert all(v.mix is None or (len(v.mix) == 4 and v.mix[1] == 0.0) for v in family)
+
+
+@needs_banking
+def test_bench_text_ceiling_command_prints_the_margins(capsys):
+    from metagui.cli import main
+
+    assert main(["bench", "text", "--ceiling", "--data", str(BANKING), "--settings", "unseen-intents",
+                 "--episodes", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen on training data" in out and "15-way 5-shot" in out and "tf-idf, per type" in out

@@ -15,6 +15,11 @@ run: TF-IDF nearest centroid, character n-grams 2-4 within word boundaries (scik
 ``char_wb``) or words (``\\b\\w\\w+\\b``), fitted on each episode's support set (smooth idf,
 L2-normalised rows), queries to the class whose mean support vector is nearest by cosine.
 A learner "beats" the best baseline when its 95% CI lies wholly above that baseline's.
+
+``lexical_ceiling`` (``--ceiling``) asks how far the built-in encoder's tokens go with no
+learning: 252 re-weightings (tf or support-set tf-idf; one vector, or unit-length parts per
+token type with hand-set shares), one chosen on the meta-training data, one on the test
+episodes themselves.
 """
 
 from __future__ import annotations
@@ -141,21 +146,33 @@ def word_tokens(text: str) -> list[str]:
 ANALYZERS: dict[str, Callable[[str], list[str]]] = {"tfidf-char": char_wb_ngrams, "tfidf-word": word_tokens}
 
 
-def _tfidf_rows(rows: list[Counter], vocab: dict[str, int], idf: np.ndarray) -> np.ndarray:
-    """Term counts -> TF-IDF rows of unit length (terms outside ``vocab`` are dropped)."""
+def _count_rows(rows: list[Counter], vocab: dict) -> np.ndarray:
+    """Term counts as a matrix over ``vocab`` (terms outside it are dropped)."""
     m = np.zeros((len(rows), len(vocab)))
     for r, c in enumerate(rows):
         for t, k in c.items():
             j = vocab.get(t)
             if j is not None:
                 m[r, j] = k
-    m *= idf
+    return m
+
+
+def _unit_rows(m: np.ndarray) -> np.ndarray:
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
-def tfidf_centroid_accuracy(texts: Sequence[str], episodes: Sequence[tuple[np.ndarray, np.ndarray]], way: int,
-                            analyzer: Callable[[str], list[str]]) -> np.ndarray:
-    """Per-episode query accuracy of TF-IDF nearest centroid, fitted on each support set."""
+def _support_idf(support: list[Counter]) -> tuple[dict, np.ndarray]:
+    """The support set's vocabulary and smooth idf, ``log((1 + n) / (1 + df)) + 1``."""
+    df: Counter = Counter()
+    for c in support:
+        df.update(c.keys())
+    vocab = {t: j for j, t in enumerate(df)}
+    n = len(support)
+    return vocab, np.log((1 + n) / (1 + np.array([df[t] for t in vocab], dtype=np.float64))) + 1
+
+
+def _token_counts(texts: Sequence[str], analyzer: Callable[[str], list]) -> Callable[[int], Counter]:
+    """Item index -> its token counts, computed once per item."""
     counts: dict[int, Counter] = {}
 
     def tokens(i: int) -> Counter:
@@ -163,22 +180,185 @@ def tfidf_centroid_accuracy(texts: Sequence[str], episodes: Sequence[tuple[np.nd
             counts[i] = Counter(analyzer(texts[i]))
         return counts[i]
 
+    return tokens
+
+
+def tfidf_centroid_accuracy(texts: Sequence[str], episodes: Sequence[tuple[np.ndarray, np.ndarray]], way: int,
+                            analyzer: Callable[[str], list[str]]) -> np.ndarray:
+    """Per-episode query accuracy of TF-IDF nearest centroid, fitted on each support set."""
+    tokens = _token_counts(texts, analyzer)
     out = np.empty(len(episodes))
     for e, (sup, qry) in enumerate(episodes):
         support = [tokens(int(i)) for i in sup]
-        df: Counter = Counter()
-        for c in support:
-            df.update(c.keys())
-        vocab = {t: j for j, t in enumerate(df)}
-        n = len(support)
-        idf = np.log((1 + n) / (1 + np.array([df[t] for t in vocab], dtype=np.float64))) + 1  # smooth idf
-        xs = _tfidf_rows(support, vocab, idf)
-        xq = _tfidf_rows([tokens(int(i)) for i in qry], vocab, idf)
-        centroids = xs.reshape(way, n // way, -1).mean(1)
-        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        vocab, idf = _support_idf(support)
+        xs = _unit_rows(_count_rows(support, vocab) * idf)
+        xq = _unit_rows(_count_rows([tokens(int(i)) for i in qry], vocab) * idf)
+        centroids = _unit_rows(xs.reshape(way, len(sup) // way, -1).mean(1))
         pred = (xq @ centroids.T).argmax(1)
         out[e] = (pred == np.repeat(np.arange(way), len(qry) // way)).mean()
     return out
+
+
+# --- how far can re-weighting the encoder's features go without learning? -----------------------
+TYPE_NAMES = ("word", "c3", "c4", "c5")
+MIX_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Reweighting:
+    """A no-learning nearest-centroid classifier on the built-in encoder's tokens.
+
+    ``idf``: weight each token by the support set's smooth idf (as the TF-IDF baselines do).
+    ``mix``: None = one vector over all tokens (the built-in encoder with all weights at zero,
+    plus idf if set); otherwise every token type's part of the vector is scaled to unit length
+    and then by ``exp(mix[type])``, so the types' shares are set by hand."""
+
+    idf: bool
+    mix: tuple[float, ...] | None = None
+
+    def label(self, names: Sequence[str] = TYPE_NAMES) -> str:
+        kind = "tf-idf" if self.idf else "tf"
+        if self.mix is None:
+            return f"{kind}, one vector"
+        return f"{kind}, per type " + " ".join(f"{n}{m:+.1f}" for n, m in zip(names, self.mix, strict=True))
+
+
+def reweightings(types: int = len(TYPE_NAMES), steps: Sequence[float] = MIX_STEPS) -> list[Reweighting]:
+    """The family searched by ``lexical_ceiling``: tf or tf-idf, one vector or per-type parts
+    with every mix of ``steps`` (the second type's share fixed at 0: only ratios matter)."""
+    out = [Reweighting(idf) for idf in (False, True)]
+    grids = np.meshgrid(*[steps] * (types - 1), indexing="ij")
+    mixes = np.stack([g.ravel() for g in grids], 1) if types > 1 else np.zeros((1, 0))
+    for idf in (False, True):
+        out += [Reweighting(idf, (float(m[0]), 0.0, *map(float, m[1:])) if types > 1 else (0.0,)) for m in mixes]
+    return out
+
+
+def reweighting_accuracy(texts: Sequence[str], episodes: Sequence[tuple[np.ndarray, np.ndarray]], way: int,
+                         analyzer: Callable[[str], list], type_of: Callable[[object], int], types: int,
+                         variants: Sequence[Reweighting]) -> np.ndarray:
+    """Per-episode query accuracy [episodes, variants] of each ``Reweighting``. A query's
+    tokens that no support item has still count in its per-type lengths, as in the encoder
+    (with the idf of a token in no support item)."""
+    tokens = _token_counts(texts, analyzer)
+    out = np.empty((len(episodes), len(variants)))
+    for e, (sup, qry) in enumerate(episodes):
+        support = [tokens(int(i)) for i in sup]
+        queries = [tokens(int(i)) for i in qry]
+        vocab, idf = _support_idf(support)
+        kind = np.array([type_of(t) for t in vocab], dtype=np.int64)
+        s, q = _count_rows(support, vocab), _count_rows(queries, vocab)
+        unseen = np.zeros((len(queries), types))  # squared counts of tokens outside the support set
+        for r, c in enumerate(queries):
+            for t, k in c.items():
+                if t not in vocab:
+                    unseen[r, type_of(t)] += k * k
+        truth = np.repeat(np.arange(way), len(qry) // way)
+        for use_idf in (False, True):
+            w = idf if use_idf else np.ones_like(idf)
+            unseen_w = (np.log(1 + len(sup)) + 1) ** 2 if use_idf else 1.0
+            sw, qw = s * w, q * w
+            idx = [j for j, v in enumerate(variants) if v.idf == use_idf and v.mix is None]
+            if idx:
+                centroids = _unit_rows(_unit_rows(sw).reshape(way, -1, len(vocab)).mean(1))
+                out[e, idx] = ((qw @ centroids.T).argmax(1) == truth).mean()
+            idx = [j for j, v in enumerate(variants) if v.idf == use_idf and v.mix is not None]
+            if not idx:
+                continue
+            onehot = np.eye(types)[kind]  # [V, types]
+            s_norm = np.sqrt((sw**2) @ onehot)  # [S, types]
+            q_norm = np.sqrt((qw**2) @ onehot + unseen * unseen_w)
+            s_unit = sw / np.maximum(s_norm, 1e-12)[:, kind]
+            q_unit = qw / np.maximum(q_norm, 1e-12)[:, kind]
+            means = s_unit.reshape(way, -1, len(vocab)).mean(1)  # per class, per-type parts at unit length
+            pair = np.einsum("qv,nv,vt->qnt", q_unit, means, onehot)  # each type's share of query . class
+            size = (means**2) @ onehot  # [N, types]
+            scale = np.exp(2 * np.array([variants[j].mix for j in idx]))  # [M, types]
+            scores = np.einsum("qnt,mt->mqn", pair, scale) / np.sqrt(scale @ size.T)[:, None, :]
+            out[e, idx] = (scores.argmax(2) == truth).mean(1)
+    return out
+
+
+def source_episodes(setting: TransferSetting, way: int, shot: int, episodes: int,
+                    seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fixed episodes of a setting's meta-training data (its training and validation
+    classes; for a domain split, one domain per episode, skipping domains too small for the
+    shape): what a choice may look at without touching the test data."""
+    from metagui.core.errors import DataError
+
+    ds, split = setting.train, setting.split
+    if split.get("split") == "domain":
+        domains = sorted({*split["train_domains"], *split["val_domains"]})
+        groups = [[i for i, d in enumerate(ds.class_domains) if d == dom] for dom in domains]
+    else:
+        groups = [[ds.classes.index(c) for c in (*split["train_classes"], *split["val_classes"])]]
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    per_group = max(1, episodes // len(groups))
+    for g, classes in enumerate(groups):
+        try:
+            out += fixed_episodes(ds, classes, way, shot, per_group, seed + 1000 * g)
+        except DataError:
+            continue
+    if not out:
+        raise ConfigError(f"no {way}-way {shot}-shot episodes fit the meta-training data of {setting.name}")
+    return out
+
+
+def lexical_ceiling(banking: str | Path, settings: Sequence[str] = SETTINGS, episodes: int = 1000,
+                    languages: Sequence[str] | None = None, shapes: Sequence[tuple[int, int]] = SHAPES,
+                    seed: int = 0, source: int = 300, echo=print) -> dict:
+    """How far re-weighting the built-in encoder's tokens can go without learning, per column:
+    the ``reweightings`` variant best on ``source`` episodes of the meta-training data (a
+    fair choice: what meta-training could find at best) and the one best on the test
+    episodes themselves (optimistic: it peeks), against the margin the bar asks for."""
+    from metagui.core.models import Preprocessing, _text_ids, text_types
+
+    pre = Preprocessing(modality="text")
+    types = text_types(pre)
+    block = pre.text_buckets // types
+
+    def analyzer(text: str) -> list[int]:
+        return list(_text_ids(text, pre.text_buckets, pre.ngram_min, pre.ngram_max, pre.max_tokens))
+
+    def type_of(token: object) -> int:
+        return min((int(token) - 1) // block, types - 1)
+
+    variants = reweightings(types)
+    echo(f"re-weighting ceiling: {len(variants)} no-learning variants of the built-in encoder's tokens (tf or "
+         f"support-set tf-idf; one vector, or unit-length parts per token type with hand-set shares), scored on the "
+         f"bench's {episodes} test episodes per column; one is chosen on {source} episodes of the meta-training "
+         f"data, one on the test episodes themselves")
+    report: dict = {"episodes": episodes, "source_episodes": source, "variants": len(variants), "settings": {}}
+    for name in settings:
+        setting = make_setting(name, banking, languages, seed)
+        echo(f"\n{setting.title}")
+        echo(f"{'column':<15}{'best baseline':>21}{'no learning':>18}{'chosen on training data':>26}"
+             f"{'chosen on test':>23}{'bar':>9}")
+        rows = {}
+        for w, k in shapes:
+            eps = fixed_episodes(setting.target, setting.target_classes, w, k, episodes, seed + 1)
+            base = max(((b, mean_ci95(tfidf_centroid_accuracy(setting.target.texts, eps, w, ANALYZERS[b])))
+                        for b in BASELINES), key=lambda r: r[1][0])
+            acc = reweighting_accuracy(setting.target.texts, eps, w, analyzer, type_of, types, variants)
+            src = reweighting_accuracy(setting.train.texts, source_episodes(setting, w, k, source, seed + 2), w,
+                                       analyzer, type_of, types, variants)
+            fair, peek = int(src.mean(0).argmax()), int(acc.mean(0).argmax())
+            cells = {"no learning": mean_ci95(acc[:, 0]), "training data": mean_ci95(acc[:, fair]),
+                     "test": mean_ci95(acc[:, peek])}
+            key = f"{w}-way {k}-shot"
+            rows[key] = {"baseline": base[0], "baseline_score": base[1],
+                         **{c: {"score": v, "margin": v[0] - base[1][0], "bar": base[1][1] + v[1],
+                                "clears_bar": v[0] - v[1] > base[1][0] + base[1][1]} for c, v in cells.items()},
+                         "variant_training_data": variants[fair].label(), "variant_test": variants[peek].label()}
+            r = rows[key]
+            echo(f"{key:<15}{_fmt(base[1]) + ' ' + base[0][6:]:>21}{_margin(r['no learning']):>18}"
+                 f"{_margin(r['training data']):>26}{_margin(r['test']):>23}{'>' + format(r['test']['bar'], '+.3f'):>9}")
+        for key, r in rows.items():
+            echo(f"  {key}: chosen on training data: {r['variant_training_data']}; on test: {r['variant_test']}")
+        report["settings"][name] = {"title": setting.title, "columns": rows}
+    echo("\n(margin over the best baseline in brackets; * = 95% CI wholly above the baseline's; bar = the margin "
+         "at which the test choice's CI stops overlapping the baseline's)")
+    return report
 
 
 # --- meta-learners -------------------------------------------------------------------------------
@@ -306,6 +486,11 @@ def bench_text(banking: str | Path, settings: Sequence[str] = SETTINGS, learners
         report["settings"][name] = {"title": setting.title, "rows": rows}
     echo("\n* = 95% CI wholly above the best no-learning baseline's 95% CI in that column")
     return report
+
+
+def _margin(cell: dict) -> str:
+    """A ``lexical_ceiling`` cell: accuracy, (margin over the best baseline), * if it clears the bar."""
+    return f"{cell['score'][0]:.3f} ({cell['margin']:+.3f}){'*' if cell['clears_bar'] else ' '}"
 
 
 def _fmt(score: tuple[float, float]) -> str:
