@@ -127,3 +127,26 @@ def test_hyperparameters_are_validated_against_the_schema():
             assert h.help and h.validate(h.default) == h.default
         for preset in cls.presets.values():
             cls.validate_hyperparams(preset["hyperparams"])
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml"])
+def test_eval_lr_sets_the_test_time_step_size_only(name):
+    """Adapting (and evaluating) uses eval_lr; meta-training keeps inner_lr."""
+    batch = image_batch()
+
+    def learner(**hp):
+        torch.manual_seed(0)
+        return algorithms.create(name, Conv4(1, 4, 16), 3, {"inner_steps": 1, "eval_steps": 2, **hp})
+
+    sx, sy, qx = batch.support_x[0], batch.support_y[0], batch.query_x[0]
+    small_test = learner(inner_lr=0.5, eval_lr=0.05)
+    assert small_test.test_step_size("head.weight") == 0.05 and small_test.step_size("head.weight") == 0.5
+    same = learner(inner_lr=0.05)
+    big = learner(inner_lr=0.5)
+    p = small_test.adapt(sx, sy).predict(qx)
+    assert torch.allclose(p, same.adapt(sx, sy).predict(qx), atol=1e-6)
+    assert not torch.allclose(p, big.adapt(sx, sy).predict(qx), atol=1e-4)
+    assert torch.allclose(small_test.evaluate(batch)[0], same.evaluate(batch)[0])
+    # meta-training's inner loop takes inner_lr: the meta-gradient equals the eval_lr-free learner's
+    g_small, g_big = meta_gradient(small_test, batch), meta_gradient(big, batch)
+    assert all(torch.allclose(g_small[k], g_big[k]) for k in g_big)

@@ -19,8 +19,9 @@ How each family adapts to a support set of N intents:
   rows, every row the mean meta-learned row (bias likewise): identical rows start
   undecided, exactly as a zero-initialised head would, and the support gradients pull
   them apart, so no intent is favoured by where it sits. Then the learner's inner loop runs
-  on the meta-learned body and the new head (``eval_steps`` gradient steps at
-  ``inner_lr``, per-weight step sizes for Meta-SGD). In a check on Banking77 (FOMAML, 100
+  on the meta-learned body and the new head (``eval_steps`` gradient steps at the
+  test-time step size: ``eval_lr`` if set, else ``inner_lr``; per-weight step sizes for
+  Meta-SGD). In a check on Banking77 (FOMAML, 100
   meta-steps on 50 intents), trained rows beat mean rows at 5-way (0.79 vs 0.71) and mean
   rows beat repeating the trained rows at 27-way (0.32 vs 0.28).
 - Other learners use their own ``adapt`` and must support the N asked of them.
@@ -621,7 +622,7 @@ def gradient_start(learner, n: int) -> tuple[dict[str, torch.Tensor], dict[str, 
     params: dict[str, torch.Tensor] = {}
     lrs: dict[str, torch.Tensor | float] = {}
     for k, v in learner.fast_params().items():
-        step = learner.step_size(k)
+        step = learner.test_step_size(k)
         if k.startswith("head."):
             if n <= v.shape[0]:
                 v = v.detach()[:n]

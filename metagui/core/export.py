@@ -369,7 +369,7 @@ class ExportGraphs(nn.Module):
         hs_alone = self._backbone(sx)  # the inner loop sees the support set alone, as in MetaGUI
         _, hq = self._features(sx, qx)
         w, b = lr.head.weight, lr.head.bias
-        lr_w, lr_b = lr.step_size("head.weight"), lr.step_size("head.bias")
+        lr_w, lr_b = lr.test_step_size("head.weight"), lr.test_step_size("head.bias")
         count = torch.ones_like(hs_alone[:, :1]).sum()  # support size, traced as a tensor
         regression = lr.regression
         target = sy if regression else _one_hot(sy, w.shape[0], hs_alone.dtype)
@@ -394,7 +394,7 @@ def head_only_reference(learner: MetaLearner, ep: Episode) -> torch.Tensor:
             hq = learner.backbone(torch.cat([ep.sx, ep.qx]))[ep.sx.shape[0]:]
     w = learner.head.weight.detach().clone().requires_grad_(True)
     b = learner.head.bias.detach().clone().requires_grad_(True)
-    lr_w, lr_b = learner.step_size("head.weight"), learner.step_size("head.bias")
+    lr_w, lr_b = learner.test_step_size("head.weight"), learner.test_step_size("head.bias")
     if isinstance(lr_w, torch.Tensor):
         lr_w, lr_b = lr_w.detach(), lr_b.detach()
     with torch.enable_grad():
@@ -1365,7 +1365,7 @@ def _adaptation_text(src: ModelSource, fmt: str, adaptation: dict[str, Any]) -> 
                 "do exactly this inside the graph, with any number of classes and support examples."] + (
                     [outside[fmt]] if fmt in outside else [])
     text = ([outside[fmt], ""] if fmt in outside else []) + [f"In MetaGUI, {lr.label} adapts **all layers** with {lr.hp['eval_steps']} gradient steps on the support set "
-            "(step size " + ("learned per weight" if lr.name == "metasgd" else f"{lr.hp['inner_lr']}") + ").",
+            "(step size " + ("learned per weight" if lr.name == "metasgd" else f"{lr.test_step_size('head.weight')}") + ").",
             "",
             f"The exported graphs (TorchScript forward, ONNX adaptive) adapt **only the final linear layer**: the backbone "
             f"features of the support set are computed once, then {lr.hp['eval_steps']} gradient steps with the same step "
