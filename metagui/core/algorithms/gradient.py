@@ -39,7 +39,8 @@ INNER = (
     HyperParam("eval_steps", int, 10, "Gradient steps on the support set when adapting at test time.", 1, 200),
     HyperParam("eval_lr", float, 0.0,
                "Step size of the test-time steps; 0 = inner_lr. More, smaller steps at test time can fit more "
-               "classes than meta-training saw (a shared head on 15 intents) where big steps overshoot.", 0.0, 100.0),
+               "classes than meta-training saw (a shared head on 15 intents) where big steps overshoot.", 0.0, 100.0,
+               log=True),
     HEAD,
     VECTORISE,
 )
