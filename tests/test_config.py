@@ -2,7 +2,7 @@ import pytest
 
 from metagui.core.config import RunConfig
 from metagui.core.errors import ConfigError
-from metagui.core.presets import apply_preset, default_config
+from metagui.core.presets import apply_preset, default_config, matching_preset
 
 
 def test_toml_round_trip_keeps_every_field():
@@ -32,3 +32,16 @@ def test_customer_service_preset_sets_paper_values_and_task():
 def test_metric_learner_cannot_do_regression():
     with pytest.raises(ConfigError, match="cannot learn regression"):
         default_config("protonet", "sinusoid")
+
+
+def test_matching_preset_names_the_preset_a_config_follows():
+    from metagui.core.algorithms.base import TEXT_PRESET
+
+    cfg = default_config("maml", "intents")  # text: starts from the Text preset
+    assert matching_preset(cfg) == TEXT_PRESET
+    cfg.algorithm.hyperparams["eval_lr"] = 0.25
+    assert matching_preset(cfg) == ""
+    cfg = apply_preset(default_config("maml", "intents"), "Customer-service MAML")
+    assert matching_preset(cfg) == "Customer-service MAML"
+    cfg.task.query = 7  # the preset also sets the task
+    assert matching_preset(cfg) == ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from metagui.core.algorithms import REGISTRY
+from metagui.core.algorithms.base import TEXT_PRESET
 from metagui.gui.pages.algorithm_page import KIND_ROLE
 
 
@@ -105,10 +106,14 @@ def test_text_tasks_start_from_the_text_preset_and_take_a_pretrained_encoder_fol
     click_algorithm(qtbot, page, "maml")
     hp = window.state.config.algorithm.hyperparams
     assert hp["head"] == "shared" and hp["inner_lr"] == 3.0  # MAML's Text preset on the demo's intents
+    assert page.preset.currentText() == TEXT_PRESET
     eval_lr = page.form.editors["eval_lr"]  # the test-time step size, halved / doubled by the arrows
     assert eval_lr.value() == hp["eval_lr"] == 0.5
     qtbot.keyClick(eval_lr, Qt.Key.Key_Down)
     assert window.state.config.algorithm.hyperparams["eval_lr"] == 0.25
+    assert page.preset.currentText() == "Custom"
+    qtbot.keyClick(eval_lr, Qt.Key.Key_Up)  # back to the preset's value: the preset shows again
+    assert page.preset.currentText() == TEXT_PRESET
     assert not page.encoder_row.isHidden() and page.encoder_path.placeholderText().startswith("Built-in")
 
     qtbot.keyClicks(page.encoder_path, str(tmp_path / "nothing-here"))

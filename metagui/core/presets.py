@@ -61,3 +61,15 @@ def apply_preset(cfg: RunConfig, preset: str) -> RunConfig:
     for k, v in p.get("task", {}).items():
         setattr(cfg.task, k, v)
     return cfg
+
+
+def matching_preset(cfg: RunConfig) -> str:
+    """The first preset of ``cfg``'s algorithm whose settings ``cfg`` has ("" if none): what
+    the Algorithm page shows as the current preset."""
+    cls = algorithms.get(cfg.algorithm.name)
+    hp = cfg.algorithm.hyperparams
+    for name, p in cls.presets.items():
+        if all(hp.get(k) == v for k, v in p.get("hyperparams", {}).items()) and all(
+                getattr(cfg.task, k, None) == v for k, v in p.get("task", {}).items()):
+            return name
+    return ""

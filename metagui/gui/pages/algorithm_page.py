@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from metagui.core import algorithms
 from metagui.core.algorithms import FAMILIES, REGISTRY
 from metagui.core.errors import ConfigError
-from metagui.core.presets import default_hyperparams
+from metagui.core.presets import default_hyperparams, matching_preset
 from metagui.gui import theme
 from metagui.gui.state import AppState
 from metagui.gui.widgets.common import Banner, PageHeader, next_footer, page_layout
@@ -288,6 +288,7 @@ class AlgorithmPage(QWidget):
         self.preset.addItem("Custom", "")
         for p in cls.presets:
             self.preset.addItem(p, p)
+        self._show_preset()
         modality = self.state.modality
         self.backbone.clear()
         for b in ["auto"] + BACKBONES.get(modality, []):
@@ -319,11 +320,15 @@ class AlgorithmPage(QWidget):
         self._show_algorithm(name)
         self._commit()
 
+    def _show_preset(self) -> None:
+        """Show the preset whose settings the config has, or Custom."""
+        self.preset.setCurrentIndex(max(0, self.preset.findData(matching_preset(self.state.config))))
+
     def _on_form(self) -> None:
         if self._syncing:
             return
-        self.preset.setCurrentIndex(0)
         self._commit()
+        self._show_preset()
 
     def _on_preset(self, index: int) -> None:
         preset = self.preset.itemData(index)
@@ -344,9 +349,9 @@ class AlgorithmPage(QWidget):
     def _on_reset(self) -> None:
         self._syncing = True
         self.form.set_values({})
-        self.preset.setCurrentIndex(0)
         self._syncing = False
         self._commit()
+        self._show_preset()
 
     def _on_model(self, *_: object) -> None:
         if not self._syncing:
