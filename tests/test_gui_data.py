@@ -121,11 +121,14 @@ class _SlowHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+BANKING = SHARED_DATA / "banking77"
+needs_banking = pytest.mark.skipif(not (BANKING / "test.csv").is_file(),
+                                   reason="serves ../shared/data/banking77 from loopback; it is not present")
+
+
 @pytest.fixture
 def banking_server():
-    folder = SHARED_DATA / "banking77"
-    if not (folder / "test.csv").is_file():
-        pytest.skip("shared/data/banking77 is not present")
+    folder = BANKING
 
     def serve(delay: float):
         handler = type("H", (_SlowHandler,), {"delay": delay})
@@ -142,6 +145,7 @@ def banking_server():
         s.server_close()
 
 
+@needs_banking
 def test_catalog_download_shows_progress_and_loads(window, qtbot, wait_until, banking_server, tmp_path):
     page = window.data_page
     page.downloader = Downloader(mirror=banking_server(0.01), chunk_size=16 * 1024)
@@ -156,6 +160,7 @@ def test_catalog_download_shows_progress_and_loads(window, qtbot, wait_until, ba
     assert "already downloaded" in page.catalog_info.text()
 
 
+@needs_banking
 def test_catalog_download_can_be_cancelled(window, qtbot, wait_until, banking_server):
     page = window.data_page
     page.downloader = Downloader(mirror=banking_server(0.2), chunk_size=16 * 1024)

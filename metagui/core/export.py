@@ -1428,6 +1428,46 @@ def _limits(src: ModelSource) -> list[str]:
     return out
 
 
+
+def _text_inputs_code(pre: Preprocessing) -> list[str]:
+    """Imports and an ``inputs(texts)`` function that compute ``TextFeaturizer``'s ids:
+    version 2 (words and n-grams in type blocks) or the first release's version 1."""
+    v2 = pre.text_features != 1
+    if v2:
+        head = ["import re", "import zlib", "",
+                f"BUCKETS, NMIN, NMAX, CAP = {pre.text_buckets}, {pre.ngram_min}, {pre.ngram_max}, {pre.max_tokens}",
+                "BLOCK = BUCKETS // (2 + NMAX - NMIN)"]
+        words = ["        for word in re.findall(r\"\\w+\", re.sub(r\"\\d\", \"0\", text.lower())):",
+                 "            ids.append(bucket(\"w:\" + word))",
+                 "            padded = \" \" + word + \" \"",
+                 "            for n in range(NMIN, NMAX + 1):",
+                 "                offset = (1 + n - NMIN) * BLOCK",
+                 "                ids += [offset + bucket(padded[i:i + n]) for i in range(len(padded) - n + 1)]"]
+    else:
+        head = ["import zlib", "",
+                f"BUCKETS, NMIN, NMAX, CAP = {pre.text_buckets}, {pre.ngram_min}, {pre.ngram_max}, {pre.max_tokens}"]
+        words = ["        for word in text.lower().split():",
+                 "            ids.append(bucket(\"w:\" + word))",
+                 "            padded = \"<\" + word + \">\"",
+                 "            for n in range(NMIN, NMAX + 1):",
+                 "                ids += [bucket(padded[i:i + n]) for i in range(len(padded) - n + 1)]"]
+    return head + ["", "",
+                   "def bucket(token):",
+                   f"    return 1 + zlib.crc32(token.encode(\"utf-8\")) % ({'BLOCK' if v2 else 'BUCKETS'} - 1)",
+                   "", "",
+                   "def inputs(texts):",
+                   "    \"\"\"Texts -> int64 ids [n, L] (0 = padding), as MetaGUI's TextFeaturizer.\"\"\"",
+                   "    rows = []",
+                   "    for text in texts:",
+                   "        ids = []",
+                   *words,
+                   f"        rows.append(ids[:CAP] or [bucket(\"{'w:' if v2 else '<empty>'}\")])",
+                   "    out = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)",
+                   "    for i, r in enumerate(rows):",
+                   "        out[i, :len(r)] = r",
+                   "    return out"]
+
+
 def code_snippet(src: ModelSource, fmt: str, path: Path) -> str:
     """Plain Python that loads and runs the export with onnxruntime or torch alone (bundles:
     with MetaGUI). Copyable from the dialog and the model card."""
@@ -1447,52 +1487,8 @@ def code_snippet(src: ModelSource, fmt: str, path: Path) -> str:
         parts.append("import onnxruntime as ort")
     else:
         parts.append("import torch")
-    if pre.modality == "text" and pre.text_features != 1:
-        parts += ["import re", "import zlib"]
-        parts += ["", f"BUCKETS, NMIN, NMAX, CAP = {pre.text_buckets}, {pre.ngram_min}, {pre.ngram_max}, {pre.max_tokens}",
-                  "BLOCK = BUCKETS // (2 + NMAX - NMIN)",
-                  "", "",
-                  "def bucket(token):",
-                  "    return 1 + zlib.crc32(token.encode(\"utf-8\")) % (BLOCK - 1)",
-                  "", "",
-                  "def inputs(texts):",
-                  "    \"\"\"Texts -> int64 ids [n, L] (0 = padding), as MetaGUI's TextFeaturizer.\"\"\"",
-                  "    rows = []",
-                  "    for text in texts:",
-                  "        ids = []",
-                  "        for word in re.findall(r\"\\w+\", re.sub(r\"\\d\", \"0\", text.lower())):",
-                  "            ids.append(bucket(\"w:\" + word))",
-                  "            padded = \" \" + word + \" \"",
-                  "            for n in range(NMIN, NMAX + 1):",
-                  "                offset = (1 + n - NMIN) * BLOCK",
-                  "                ids += [offset + bucket(padded[i:i + n]) for i in range(len(padded) - n + 1)]",
-                  "        rows.append(ids[:CAP] or [bucket(\"w:\")])",
-                  "    out = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)",
-                  "    for i, r in enumerate(rows):",
-                  "        out[i, :len(r)] = r",
-                  "    return out"]
-    elif pre.modality == "text":
-        parts.append("import zlib")
-        parts += ["", f"BUCKETS, NMIN, NMAX, CAP = {pre.text_buckets}, {pre.ngram_min}, {pre.ngram_max}, {pre.max_tokens}",
-                  "", "",
-                  "def bucket(token):",
-                  "    return 1 + zlib.crc32(token.encode(\"utf-8\")) % (BUCKETS - 1)",
-                  "", "",
-                  "def inputs(texts):",
-                  "    \"\"\"Texts -> int64 ids [n, L] (0 = padding), as MetaGUI's TextFeaturizer.\"\"\"",
-                  "    rows = []",
-                  "    for text in texts:",
-                  "        ids = []",
-                  "        for word in text.lower().split():",
-                  "            ids.append(bucket(\"w:\" + word))",
-                  "            padded = \"<\" + word + \">\"",
-                  "            for n in range(NMIN, NMAX + 1):",
-                  "                ids += [bucket(padded[i:i + n]) for i in range(len(padded) - n + 1)]",
-                  "        rows.append(ids[:CAP] or [bucket(\"<empty>\")])",
-                  "    out = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)",
-                  "    for i, r in enumerate(rows):",
-                  "        out[i, :len(r)] = r",
-                  "    return out"]
+    if pre.modality == "text":
+        parts += _text_inputs_code(pre)
     elif pre.modality == "image":
         mode = "L" if pre.channels == 1 else "RGB"
         parts += ["from PIL import Image", "",

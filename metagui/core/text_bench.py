@@ -24,6 +24,7 @@ episodes themselves.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections import Counter
@@ -225,12 +226,11 @@ class Reweighting:
 
 def reweightings(types: int = len(TYPE_NAMES), steps: Sequence[float] = MIX_STEPS) -> list[Reweighting]:
     """The family searched by ``lexical_ceiling``: tf or tf-idf, one vector or per-type parts
-    with every mix of ``steps`` (the second type's share fixed at 0: only ratios matter)."""
+    with every mix of ``steps`` (``types`` >= 2; the second type's share fixed at 0: only
+    ratios matter)."""
     out = [Reweighting(idf) for idf in (False, True)]
-    grids = np.meshgrid(*[steps] * (types - 1), indexing="ij")
-    mixes = np.stack([g.ravel() for g in grids], 1) if types > 1 else np.zeros((1, 0))
     for idf in (False, True):
-        out += [Reweighting(idf, (float(m[0]), 0.0, *map(float, m[1:])) if types > 1 else (0.0,)) for m in mixes]
+        out += [Reweighting(idf, (m[0], 0.0, *m[1:])) for m in itertools.product(steps, repeat=types - 1)]
     return out
 
 
@@ -254,6 +254,7 @@ def reweighting_accuracy(texts: Sequence[str], episodes: Sequence[tuple[np.ndarr
                 if t not in vocab:
                     unseen[r, type_of(t)] += k * k
         truth = np.repeat(np.arange(way), len(qry) // way)
+        onehot = np.eye(types)[kind]  # [V, types]
         for use_idf in (False, True):
             w = idf if use_idf else np.ones_like(idf)
             unseen_w = (np.log(1 + len(sup)) + 1) ** 2 if use_idf else 1.0
@@ -265,7 +266,6 @@ def reweighting_accuracy(texts: Sequence[str], episodes: Sequence[tuple[np.ndarr
             idx = [j for j, v in enumerate(variants) if v.idf == use_idf and v.mix is not None]
             if not idx:
                 continue
-            onehot = np.eye(types)[kind]  # [V, types]
             s_norm = np.sqrt((sw**2) @ onehot)  # [S, types]
             q_norm = np.sqrt((qw**2) @ onehot + unseen * unseen_w)
             s_unit = sw / np.maximum(s_norm, 1e-12)[:, kind]
