@@ -103,6 +103,22 @@ def test_metric_learners_take_unbalanced_text_support_sets(name):
     assert probs.shape == (2, 3) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-5)
 
 
+def test_relation_cosine_skip_adds_the_cosine_to_the_learned_score():
+    torch.manual_seed(0)
+    learner = make("relation", cosine_skip=True, pair_dim=4, relation_hidden=8)
+    batch = image_batch(t=1, n=3, k=2, q=4)
+    with torch.no_grad():
+        learner.relation[-1].weight.zero_()
+        learner.relation[-1].bias.zero_()  # the module says nothing: scores are sigmoid(gain * cosine)
+    es, eq = learner.backbone(batch.support_x[0])[None], learner.backbone(batch.query_x[0])[None]
+    protos = torch.stack([es[0, batch.support_y[0] == c].mean(0) for c in range(3)])
+    cos = torch.nn.functional.cosine_similarity(eq[0, :, None], protos[None], dim=-1)
+    scores = learner.scores(es, batch.support_y, eq, 3)[0]
+    assert torch.allclose(scores, torch.sigmoid(learner.skip_gain * cos), atol=1e-6)
+    plain = make("relation", pair_dim=4, relation_hidden=8)
+    assert not hasattr(plain, "skip_gain")  # off by default: the paper's module alone
+
+
 @pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "reptile"])
 def test_gradient_learners_do_regression(name):
     learner = make(name, "mlp", n_way=0, inner_steps=1)

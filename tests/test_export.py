@@ -239,6 +239,8 @@ def test_text_card_documents_the_featurizer(graph_exports):
 @pytest.mark.parametrize("algorithm,source,hp,formats", [
     ("matching", "glyphs", {"fce": True, "fce_steps": 2}, ("onnx-adaptive", "torchscript")),
     ("relation", "glyphs", {"relation_hidden": 16}, ("onnx-adaptive",)),
+    ("relation", "glyphs", {"relation_hidden": 16, "cosine_feature": True, "cosine_skip": True, "pair_dim": 8},
+     ("onnx-adaptive", "torchscript")),
     ("metasgd", "sinusoid", {"eval_steps": 2}, ("onnx-adaptive", "torchscript")),
     ("reptile", "sinusoid", {"eval_steps": 4}, ("onnx-adaptive",)),
 ])

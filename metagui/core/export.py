@@ -339,14 +339,15 @@ class ExportGraphs(nn.Module):
             attn = torch.softmax(lr.hp["temperature"] * sim, dim=-1)
             return (attn @ oh).clamp_min(1e-8)
         if lr.name == "relation":
-            cos = F.normalize(eq, dim=-1) @ F.normalize(means, dim=-1).t() if lr.hp["cosine_feature"] else None
+            cos = F.normalize(eq, dim=-1) @ F.normalize(means, dim=-1).t()
             if lr.hp["pair_dim"]:
                 means, eq = lr.pair_proj(means), lr.pair_proj(eq)
             q, n, d = eq.shape[0], means.shape[0], eq.shape[1]
             c = means.unsqueeze(0).expand(q, n, d)
             x = eq.unsqueeze(1).expand(q, n, d)
-            parts = [c, x, (c - x).abs(), c * x] + ([cos.unsqueeze(-1) * 10.0] if cos is not None else [])
-            scores = torch.sigmoid(lr.relation(torch.cat(parts, dim=-1)).squeeze(-1))
+            parts = [c, x, (c - x).abs(), c * x] + ([cos.unsqueeze(-1) * 10.0] if lr.hp["cosine_feature"] else [])
+            logit = lr.relation(torch.cat(parts, dim=-1)).squeeze(-1)
+            scores = torch.sigmoid(logit + lr.skip_gain * cos if lr.hp["cosine_skip"] else logit)
             return scores / scores.sum(-1, keepdim=True).clamp_min(1e-8)
         raise ExportError(f"no export form for {lr.label}")
 
@@ -1355,12 +1356,16 @@ def _adaptation_text(src: ModelSource, fmt: str, adaptation: dict[str, Any]) -> 
         return text
     if lr.family == "metric":
         how = {"protonet": "each class becomes the mean of its support embeddings (prototype); a query's probabilities "
-                           "are the softmax of minus its squared distances to the prototypes.",
+                           + ("are the softmax of its cosine similarities to the prototypes times a learned scale."
+                              if lr.hp.get("distance") == "cosine" else
+                              "are the softmax of minus its squared distances to the prototypes."),
                "matching": "each query attends to the support items by cosine similarity (softmax with temperature "
                            f"{lr.hp.get('temperature')}) and sums their one-hot labels"
                            + (", after full-context embeddings (bidirectional LSTM over the support set, attention LSTM for queries)." if lr.hp.get("fce") else "."),
                "relation": "each class becomes the mean of its support embeddings; the learned relation module scores "
-                           "every (class, query) pair and the scores are normalised to sum to one."}.get(lr.name, "")
+                           "every (class, query) pair"
+                           + (" (plus their cosine similarity times a learned gain, before the sigmoid)" if lr.hp.get("cosine_skip") else "")
+                           + " and the scores are normalised to sum to one."}.get(lr.name, "")
         return [f"Adaptation needs no gradient steps: {how} The adaptive exports (TorchScript forward, ONNX adaptive) "
                 "do exactly this inside the graph, with any number of classes and support examples."] + (
                     [outside[fmt]] if fmt in outside else [])
