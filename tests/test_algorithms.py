@@ -119,6 +119,29 @@ def test_relation_cosine_skip_adds_the_cosine_to_the_learned_score():
     assert not hasattr(plain, "skip_gain")  # off by default: the paper's module alone
 
 
+def test_versa_correction_decay_pulls_the_amortised_correction_not_the_reported_loss():
+    from metagui.core.algorithms.base import one_hot_means
+
+    batch = image_batch(t=2, n=3, k=2, q=2)
+    torch.manual_seed(0)
+    plain = make("versa", mean_skip=True, amortiser_hidden=8)
+    decayed = make("versa", mean_skip=True, amortiser_hidden=8, correction_decay=2.0)
+    decayed.load_state_dict(plain.state_dict())
+    decayed.train()
+    s = batch.support_x.shape[1]
+    es = decayed.embed_tasks(torch.cat([batch.support_x, batch.query_x], 1))[:, :s]
+    correction = decayed.weight_mean(one_hot_means(decayed.instance(es), batch.support_y, 3))[..., :-1]
+    decayed.outer_loss(batch)
+    assert torch.allclose(decayed.regulariser(), 2.0 * correction.pow(2).sum(-1).mean())
+    assert decayed.regulariser() == 0.0  # consumed: each meta-step adds its own batch's term once
+    torch.manual_seed(1)
+    a = plain.meta_step(batch)
+    torch.manual_seed(1)
+    b = decayed.meta_step(batch)
+    assert a["loss"] == pytest.approx(b["loss"])  # the reported loss is the query loss alone
+    assert not torch.equal(plain.weight_mean[-1].weight, decayed.weight_mean[-1].weight)
+
+
 @pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "reptile"])
 def test_gradient_learners_do_regression(name):
     learner = make(name, "mlp", n_way=0, inner_steps=1)

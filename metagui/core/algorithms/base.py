@@ -185,10 +185,15 @@ class MetaLearner(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss, per_task, extra = self.outer_loss(batch)
         if loss.requires_grad:
-            penalty = getattr(self.backbone, "penalty", None)
-            (loss + penalty() if penalty is not None else loss).backward()
+            (loss + self.regulariser()).backward()
         self.optimizer.step()
         return {"loss": float(loss.detach()), self.metric_name: float(per_task.mean()), **extra}
+
+    def regulariser(self) -> torch.Tensor | float:
+        """Added to the meta-loss of the ``outer_loss`` just computed before the backward pass
+        (the reported loss stays the query loss): the backbone's weight penalty, if it has one."""
+        penalty = getattr(self.backbone, "penalty", None)
+        return penalty() if penalty is not None else 0.0
 
     def evaluate(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Per-task query metric [T] after adapting to each support set (no meta-update)."""
