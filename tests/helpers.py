@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from metagui.core.config import RunConfig
 from metagui.core.presets import default_config
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 OMNIGLOT_SMALL1 = SHARED_DATA / "omniglot" / "images_background_small1.zip"
-BANKING_TRAIN = SHARED_DATA / "banking77" / "train.csv"
+BANKING = SHARED_DATA / "banking77"
+needs_banking = pytest.mark.skipif(not ((BANKING / "train.csv").is_file() and (BANKING / "test.csv").is_file()),
+                                   reason="needs ../shared/data/banking77 (train.csv and test.csv)")
 
 
 def small_config(algorithm: str = "protonet", source: str = "glyphs", steps: int = 5, **hp) -> RunConfig:

@@ -38,9 +38,8 @@ from metagui.core.chat_bench import (
 )
 from metagui.core.errors import ConfigError, DataError
 from metagui.core.models import Preprocessing, make_backbone
-from tests.helpers import SHARED_DATA
+from tests.helpers import BANKING
 
-BANKING = SHARED_DATA / "banking77"
 TEXT = Preprocessing(modality="text")
 
 

@@ -14,8 +14,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from metagui.core.data.catalog import Downloader
-
-from .conftest import SHARED_DATA
+from tests.helpers import BANKING, needs_banking
 
 
 def drop_file(widget, path: Path) -> None:
@@ -119,11 +118,6 @@ class _SlowHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-BANKING = SHARED_DATA / "banking77"
-needs_banking = pytest.mark.skipif(not (BANKING / "test.csv").is_file(),
-                                   reason="serves ../shared/data/banking77 from loopback; it is not present")
 
 
 @pytest.fixture

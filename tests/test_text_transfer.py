@@ -4,7 +4,6 @@ the built-in encoder, meta-trained briefly, stays above them on unseen intents."
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from metagui.core import text_bench as tb
@@ -15,10 +14,7 @@ from metagui.core.models import (
     TextFeaturizer,
     make_backbone,
 )
-from tests.helpers import SHARED_DATA
-
-BANKING = SHARED_DATA / "banking77"
-needs_banking = pytest.mark.skipif(not (BANKING / "train.csv").is_file(), reason="needs ../shared/data/banking77")
+from tests.helpers import BANKING, needs_banking
 
 
 def test_char_wb_ngrams_follow_scikit_learn():

@@ -339,16 +339,7 @@ class ExportGraphs(nn.Module):
             attn = torch.softmax(lr.hp["temperature"] * sim, dim=-1)
             return (attn @ oh).clamp_min(1e-8)
         if lr.name == "relation":
-            cos = F.normalize(eq, dim=-1) @ F.normalize(means, dim=-1).t()
-            if lr.hp["pair_dim"]:
-                means, eq = lr.pair_proj(means), lr.pair_proj(eq)
-            q, n, d = eq.shape[0], means.shape[0], eq.shape[1]
-            c = means.unsqueeze(0).expand(q, n, d)
-            x = eq.unsqueeze(1).expand(q, n, d)
-            parts = [c, x, (c - x).abs(), c * x] + ([cos.unsqueeze(-1) * 10.0] if lr.hp["cosine_feature"] else [])
-            logit = lr.relation(torch.cat(parts, dim=-1)).squeeze(-1)
-            scores = torch.sigmoid(logit + lr.skip_gain * cos if lr.hp["cosine_skip"] else logit)
-            return scores / scores.sum(-1, keepdim=True).clamp_min(1e-8)
+            return lr.probabilities(lr.relate(means.unsqueeze(0), eq.unsqueeze(0))[0])
         raise ExportError(f"no export form for {lr.label}")
 
     def _full_context(self, es: torch.Tensor, eq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1431,7 +1422,6 @@ def _limits(src: ModelSource) -> list[str]:
     out.append("Validation figures come from sampled episodes of held-out classes; the confidence interval "
                "covers episode sampling, not a change of data.")
     return out
-
 
 
 def _text_inputs_code(pre: Preprocessing) -> list[str]:

@@ -188,13 +188,18 @@ class RelationNet(MetricLearner):
     def scores(self, es, sy, eq, n_way):
         # class feature: mean of its support embeddings (the paper sums; the mean keeps the
         # scale fixed when support sets are unbalanced)
-        cls = one_hot_means(es, sy, n_way)  # [T, N, d]
+        return self.relate(one_hot_means(es, sy, n_way), eq)
+
+    def relate(self, cls: torch.Tensor, eq: torch.Tensor) -> torch.Tensor:
+        """Scores [T, Q, N] in (0, 1) of class features [T, N, d] against query embeddings
+        [T, Q, d] (the exports call this too)."""
         cos = None
         if self.hp["cosine_feature"] or self.hp["cosine_skip"]:
             cos = F.normalize(eq, dim=-1) @ F.normalize(cls, dim=-1).transpose(1, 2)  # [T, Q, N]
         if self.hp["pair_dim"]:
             cls, eq = self.pair_proj(cls), self.pair_proj(eq)
         t, q, d = eq.shape
+        n_way = cls.shape[1]
         c = cls[:, None].expand(t, q, n_way, d)
         x = eq[:, :, None].expand(t, q, n_way, d)
         # the paper's concatenation, plus |c - x| and c * x: the relation module learns a
