@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_runs)
 
-    d = sub.add_parser("datasets", help="list built-in and catalog datasets")
+    d = sub.add_parser("datasets", help="list built-in and catalog datasets; --download fetches catalog ones")
+    d.add_argument("--download", nargs="+", metavar="NAME", default=[],
+                   help="download these catalog datasets now (resumable, checksum-verified)")
     d.set_defaults(func=cmd_datasets)
 
     c = sub.add_parser("config", help="print a run config to start from (TOML)")
@@ -243,10 +245,45 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+class TerminalProgress:
+    """A one-line progress bar on stderr for byte counts (``progress(done, total)``); on a
+    pipe or file it prints only the finished line."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        finished = bool(total) and done >= total
+        if not self.tty or (now - self._last < 0.1 and not finished):
+            return
+        self._last = now
+        size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        bar = ""
+        if total:
+            filled = int(30 * min(done, total) / total)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {100 * done / total:3.0f}% "
+        print(f"\r{self.label} {bar}{size}", end="", file=sys.stderr, flush=True)
+
+    def close(self, message: str) -> None:
+        clear = ("\r", "\033[K") if self.tty else ("", "")
+        print(f"{clear[0]}{self.label}: {message}{clear[1]}", file=sys.stderr)
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from metagui.core.data import BUILTIN_SOURCES
-    from metagui.core.data.catalog import CATALOG
+    from metagui.core.data.catalog import CATALOG, Downloader, get_entry
 
+    if args.download:
+        entries = [get_entry(name) for name in args.download]  # every name checked before any download
+        downloader = Downloader()
+        for entry in entries:
+            bar = TerminalProgress(entry.name)
+            path = downloader.download(entry, progress=bar)
+            bar.close(str(path))
+        return 0
     print("Built-in (offline):")
     for name, desc in BUILTIN_SOURCES.items():
         print(f"  {name:<22} {desc}")

@@ -27,17 +27,19 @@ from metagui.core.data.catalog import (
     load_clinc_json,
 )
 from metagui.core.errors import Cancelled, DataError
+from tests.helpers import how_to_get, shared_file
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="shared data not present")
-
-# Where each catalog entry lives under the shared folder.
+# Where each catalog entry lives under the shared data folder (the server's URL paths).
 LOCAL = {
     "omniglot-small1": "omniglot/images_background_small1.zip",
     "omniglot-small2": "omniglot/images_background_small2.zip",
     "banking77-train": "banking77/train.csv",
     "banking77-test": "banking77/test.csv",
 }
+FILES = {rel: shared_file("data/" + rel) for rel in LOCAL.values()}
+pytestmark = pytest.mark.skipif(
+    None in FILES.values(), reason=how_to_get(*("data/" + rel for rel in LOCAL.values()))
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,8 +47,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self.server.requests.append((self.path, self.headers.get("Range")))
-        target = (SHARED / urllib.parse.unquote(self.path.lstrip("/"))).resolve()
-        if SHARED.resolve() not in target.parents or not target.is_file():
+        target = FILES.get(urllib.parse.unquote(self.path.lstrip("/")))
+        if target is None:
             self.send_error(404)
             return
         data = target.read_bytes()
@@ -116,8 +118,8 @@ def _sha256(path: Path) -> str:
 def test_entries_match_the_shared_files() -> None:
     for name, rel in LOCAL.items():
         entry = CATALOG[name]
-        assert entry.size_bytes == (SHARED / rel).stat().st_size
-        assert entry.checksum == "sha256:" + _sha256(SHARED / rel)
+        assert entry.size_bytes == FILES[rel].stat().st_size
+        assert entry.checksum == "sha256:" + _sha256(FILES[rel])
         assert entry.filename == Path(rel).name
     assert CATALOG["omniglot-background"].checksum.startswith("md5:")
     assert CATALOG["omniglot-background"].size_bytes is None
@@ -154,7 +156,7 @@ def test_resume_from_part_file_uses_range(server: _Server, tmp_path: Path) -> No
     entry = CATALOG["banking77-train"]
     dest = tmp_path / "dl"
     dest.mkdir()
-    whole = (SHARED / LOCAL[entry.name]).read_bytes()
+    whole = FILES[LOCAL[entry.name]].read_bytes()
     (dest / "train.csv.part").write_bytes(whole[:300_000])
     path = _downloader(server).download(entry, dest_dir=dest)
     assert path.read_bytes() == whole
@@ -167,7 +169,7 @@ def test_server_without_range_restarts_cleanly(server: _Server, tmp_path: Path) 
     entry = CATALOG["banking77-test"]
     dest = tmp_path / "dl"
     dest.mkdir()
-    whole = (SHARED / LOCAL[entry.name]).read_bytes()
+    whole = FILES[LOCAL[entry.name]].read_bytes()
     (dest / "test.csv.part").write_bytes(whole[:50_000])
     path = _downloader(server).download(entry, dest_dir=dest)
     assert path.read_bytes() == whole  # not 50,000 bytes twice
@@ -253,3 +255,26 @@ def test_clinc_json_loader(tmp_path: Path) -> None:
     assert len(ds) == 4 and "hi" not in ds.texts
     assert [p.kind for p in ds.problems] == ["duplicate"]
     assert load_clinc_json(tmp_path / "data_full.json").class_domains == ["", ""]
+
+
+def test_datasets_download_command_puts_files_where_the_tests_look(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The skip reason of a data test says `metagui datasets --download NAME`: after it, the
+    tests' helper finds the file without ../shared."""
+    from metagui import cli
+    from tests import helpers
+
+    monkeypatch.setenv("METAGUI_CATALOG_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/banking77/")
+    monkeypatch.setattr(helpers, "SHARED", tmp_path / "no-shared")
+    assert helpers.shared_file("data/banking77/test.csv") is None
+    assert cli.main(["datasets", "--download", "banking77-train", "banking77-test"]) == 0
+    for name in ("train.csv", "test.csv"):
+        found = helpers.shared_file(f"data/banking77/{name}")
+        assert found == datasets_dir() / f"banking77-{name[:-4]}" / name
+        assert found.read_bytes() == FILES[f"banking77/{name}"].read_bytes()
+    folder = helpers.shared_dir("data/banking77", ("train.csv", "test.csv"))
+    assert (folder / "test.csv").read_bytes() == FILES["banking77/test.csv"].read_bytes()
+    assert "banking77-test:" in capsys.readouterr().err
+    assert cli.main(["datasets", "--download", "imagenet"]) == 2
+    assert "unknown catalog dataset 'imagenet'" in capsys.readouterr().err

@@ -14,9 +14,7 @@ from PIL import Image
 
 from metagui.core.data.images import load_image_folder
 from metagui.core.errors import Cancelled, DataError
-
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-OMNIGLOT_SMALL1 = SHARED / "omniglot" / "images_background_small1.zip"
+from tests.helpers import OMNIGLOT_SMALL1, needs_omniglot
 
 
 def _png(path: Path, seed: int, size: int = 40, mode: str = "L") -> None:
@@ -123,7 +121,7 @@ def test_user_errors_are_data_errors(tmp_path: Path) -> None:
         load_image_folder(tmp_path, channels=2)
 
 
-@pytest.mark.skipif(not OMNIGLOT_SMALL1.exists(), reason="shared Omniglot data not present")
+@needs_omniglot
 def test_omniglot_small1_zip() -> None:
     start = time.perf_counter()
     ds = load_image_folder(OMNIGLOT_SMALL1, invert=True)

@@ -14,8 +14,7 @@ from metagui.core.data import BUILTIN_SOURCES, load_dataset
 from metagui.core.data.base import ImageDataset, TextDataset
 from metagui.core.data.catalog import CATALOG, datasets_dir
 from metagui.core.errors import DataError
-
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
+from tests.helpers import BANKING, needs_banking
 
 
 def test_every_config_source_is_described() -> None:
@@ -68,7 +67,7 @@ def test_user_errors(tmp_path: Path) -> None:
         load_dataset(DatasetConfig(source="catalog", path="imagenet"))
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared data not present")
+@needs_banking
 def test_catalog_source_uses_verified_local_copy(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -81,6 +80,6 @@ def test_catalog_source_uses_verified_local_copy(
     entry = CATALOG["banking77-test"]
     target = datasets_dir() / entry.name / entry.filename
     target.parent.mkdir(parents=True)
-    target.write_bytes((SHARED / "banking77" / "test.csv").read_bytes())  # as if downloaded
+    target.write_bytes((BANKING / "test.csv").read_bytes())  # as if downloaded
     ds = load_dataset(DatasetConfig(source="catalog", path="banking77-test"))
     assert ds.name == "banking77-test" and ds.stats().n_classes == 77

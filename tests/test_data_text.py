@@ -9,9 +9,7 @@ import pytest
 
 from metagui.core.data.text import load_text_table
 from metagui.core.errors import DataError
-
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-BANKING_TRAIN = SHARED / "banking77" / "train.csv"
+from tests.helpers import BANKING, needs_banking
 
 ROWS = [
     ("turn on the lights", "lights_on"),
@@ -96,9 +94,9 @@ def test_utf8_bom_and_errors(tmp_path: Path) -> None:
         load_text_table(empty)
 
 
-@pytest.mark.skipif(not BANKING_TRAIN.exists(), reason="shared Banking77 data not present")
+@needs_banking
 def test_banking77_train() -> None:
-    ds = load_text_table(BANKING_TRAIN)
+    ds = load_text_table(BANKING / "train.csv")
     stats = ds.stats()
     assert stats.n_classes == 77
     assert 9_990 <= stats.n_items <= 10_003  # 10,003 rows, a few exact duplicates
