@@ -1,4 +1,4 @@
-"""The core engine stays Qt-free (DESIGN.md section 1)."""
+"""The core engine stays Qt-free (the import-linter contracts in pyproject.toml)."""
 
 import shutil
 import subprocess

@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from metagui.core.errors import MetaGUIError
+
 SYNTHETIC = {"way": 5, "shot": 1, "query": 5, "image_size": 28, "meta_batch": 8}
 GRADIENT = ("maml", "fomaml", "metasgd", "reptile")
 
@@ -107,7 +109,7 @@ def _measure(algorithm: str, impl: str, steps: int, device: str) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"bench worker {algorithm}/{impl} failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+        raise MetaGUIError(f"bench worker {algorithm}/{impl} failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
     result.setdefault("peak_mb", usage.ru_maxrss / 1024)  # Linux reports KiB
     return result

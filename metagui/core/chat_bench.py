@@ -1,7 +1,8 @@
 """``metagui bench chat``: the "Try it" engine on Banking77 (banking customer-service intents).
 
-1. Meta-train ProtoNet and MAML (5 inner steps, second order) on 50 of the 77 intents
-   (seeded split; 5-way 5-shot 5-query episodes; a fixed CPU budget of meta-steps).
+1. Meta-train ProtoNet and MAML on 50 of the 77 intents, each with its Text preset (MAML:
+   a shared head, 1 second-order inner step of size 3 in training, 20 of size 0.5 when
+   adapting; seeded split; 5-way 5-shot 5-query episodes; a fixed CPU budget of meta-steps).
 2. In the chat engine, adapt to all 27 held-out intents at once from 5 examples each (from
    train.csv), as the pane does, and report accuracy on those intents' test.csv examples
    (40 each); also 5-way episodes of held-out intents, the usual few-shot figure.

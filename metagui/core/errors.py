@@ -15,3 +15,7 @@ class DataError(MetaGUIError):
 
 class Cancelled(MetaGUIError):
     """Long work was cancelled by the user."""
+
+
+class TrainingFailed(MetaGUIError):
+    """Meta-training ended without completing (diverged, failed) where completion was needed."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from metagui.core.errors import DataError
 from metagui.core.tasks import EpisodeBatch
 
 AMPLITUDE = (0.1, 5.0)
@@ -89,7 +90,7 @@ def ambiguous_support(rng: np.random.Generator, shot: int = 5, tolerance: float 
             y = (sine(amp, phase, x) + line(slope, icpt, x)) / 2
             return (torch.tensor(x, dtype=torch.float32)[:, None], torch.tensor(y, dtype=torch.float32)[:, None],
                     (amp, phase), (slope, icpt))
-    raise RuntimeError("no ambiguous support set found; loosen the tolerance")
+    raise DataError("no ambiguous support set found; loosen the tolerance")
 
 
 def classify_functions(x: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

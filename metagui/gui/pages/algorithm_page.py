@@ -33,26 +33,12 @@ from metagui.gui.state import AppState
 from metagui.gui.widgets.common import Banner, PageHeader, next_footer, page_layout
 from metagui.gui.widgets.hyperparam_form import HyperParamForm
 
-# Planned learners, shown greyed so that the map of the field is complete.
-COMING = {
-    "probabilistic": [
-        ("PLATIPUS", "Probabilistic MAML: samples task-specific weights to express uncertainty about a task."),
-        ("VERSA", "An amortised network predicts a distribution over classifier weights from the support set."),
-    ],
-    "rl": [
-        ("RL²", "A recurrent policy whose memory learns to explore and exploit in a new bandit or environment."),
-    ],
-}
 NAME_ROLE = Qt.ItemDataRole.UserRole
 SUMMARY_ROLE = Qt.ItemDataRole.UserRole + 1
-KIND_ROLE = Qt.ItemDataRole.UserRole + 2  # "family" | "algorithm" | "coming"
+KIND_ROLE = Qt.ItemDataRole.UserRole + 2  # "family" | "algorithm"
 BACKBONES = {"image": ["conv4"], "text": ["text"], "regression": ["mlp"]}
 BACKBONE_LABELS = {"auto": "Automatic (suits the data)", "conv4": "Conv-4 (4 conv blocks, images)",
                    "text": "Text encoder (hashed n-grams + MLP)", "mlp": "MLP 2×40 (vectors)"}
-
-
-def _norm(name: str) -> str:
-    return "".join(ch for ch in name.replace("²", "2").lower() if ch.isalnum())
 
 
 class _AlgorithmDelegate(QStyledItemDelegate):
@@ -74,9 +60,9 @@ class _AlgorithmDelegate(QStyledItemDelegate):
         name_font = QFont(option.font)
         name_font.setBold(True)
         painter.setFont(name_font)
-        color = QColor(t.accent_text if selected else (t.muted if kind == "coming" else t.text))
+        color = QColor(t.accent_text if selected else t.text)
         painter.setPen(color)
-        title = index.data(Qt.ItemDataRole.DisplayRole) + ("   · coming" if kind == "coming" else "")
+        title = index.data(Qt.ItemDataRole.DisplayRole)
         painter.drawText(QRect(r.left(), r.top(), r.width(), 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, title)
         small = QFont(option.font)
         small.setPointSizeF(max(8.0, option.font.pointSizeF() - 1))
@@ -132,7 +118,6 @@ class AlgorithmPage(QWidget):
         self.tree.setMaximumWidth(470)
         self.tree.setUniformRowHeights(False)
         self.items: dict[str, QTreeWidgetItem] = {}
-        registered = {_norm(c.label) for c in REGISTRY.values()} | {_norm(n) for n in REGISTRY}
         for fam, fam_label in FAMILIES.items():
             top = QTreeWidgetItem([fam_label])
             top.setData(0, KIND_ROLE, "family")
@@ -152,15 +137,6 @@ class AlgorithmPage(QWidget):
                 it.setToolTip(0, f"<b>{cls.label}</b><br>{cls.summary}<br><i>{cls.paper}</i>")
                 top.addChild(it)
                 self.items[name] = it
-            for label, summary in COMING.get(fam, []):
-                if _norm(label) in registered:
-                    continue  # it has arrived
-                it = QTreeWidgetItem([label])
-                it.setData(0, SUMMARY_ROLE, summary)
-                it.setData(0, KIND_ROLE, "coming")
-                it.setFlags(Qt.ItemFlag.NoItemFlags)
-                it.setToolTip(0, f"{label} is planned for a later version.")
-                top.addChild(it)
             top.setExpanded(True)
         split.addWidget(self.tree)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QPainter
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QPainter
 from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
@@ -18,7 +18,6 @@ from metagui.gui import icons, theme
 
 DONE_ROLE = Qt.ItemDataRole.UserRole + 1
 KEY_ROLE = Qt.ItemDataRole.UserRole + 2
-NOTE_ROLE = Qt.ItemDataRole.UserRole + 3
 
 
 class _StepDelegate(QStyledItemDelegate):
@@ -26,19 +25,9 @@ class _StepDelegate(QStyledItemDelegate):
         super().paint(painter, option, index)
         t = theme.current()
         r = option.rect
-        note = index.data(NOTE_ROLE)
         if index.data(DONE_ROLE):
             pix = icons.pixmap("check", t.good if not option.state & option.state.State_Selected else t.accent_text, 16)
             painter.drawPixmap(r.right() - 28, r.center().y() - 8, pix)
-        elif note:
-            painter.save()
-            f = painter.font()
-            f.setPointSizeF(max(7.5, f.pointSizeF() - 2))
-            painter.setFont(f)
-            painter.setPen(QColor(t.muted))
-            painter.drawText(QRect(r.right() - 64, r.top(), 54, r.height()),
-                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, note)
-            painter.restore()
 
     def sizeHint(self, option, index) -> QSize:  # noqa: N802
         s = super().sizeHint(option, index)
@@ -125,9 +114,6 @@ class Sidebar(QWidget):
 
     def set_done(self, key: str, done: bool) -> None:
         self.item(key).setData(DONE_ROLE, done)
-
-    def set_note(self, key: str, note: str) -> None:
-        self.item(key).setData(NOTE_ROLE, note)
 
     def is_done(self, key: str) -> bool:
         return bool(self.item(key).data(DONE_ROLE))
