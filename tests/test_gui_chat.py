@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 
 import numpy as np
@@ -220,6 +221,8 @@ def _drop(widget, paths, pos: QPoint) -> None:
 def test_images_dropped_onto_classes_and_into_the_chat(chat, tmp_path, wait_until):
     from PIL import Image
 
+    from metagui.core.chat import image_to_data_uri
+
     w, page, ids = chat
     page.run_combo.setCurrentIndex(page.run_combo.findData(ids["glyphs"]))
     wait_until(lambda: page.run_id == ids["glyphs"] and not page.busy, 60, "the glyph run")
@@ -229,13 +232,24 @@ def test_images_dropped_onto_classes_and_into_the_chat(chat, tmp_path, wait_unti
     first = eng.support.names[0]
     assert not page.tree.intent_item(first).child(0).icon(0).isNull()  # thumbnails
     ds = page.dataset
-    idx = int(np.nonzero(ds.labels == ds.classes.index(first))[0][-1])  # not among the 5 examples
+    # the file of the class's own (1-shot) example: whatever the weights, a model that reads the
+    # dropped file as it read the example answers that class
+    example = eng.support[first].examples[0]
+    idx = next(int(i) for i in np.nonzero(ds.labels == ds.classes.index(first))[0]
+               if image_to_data_uri(ds.images[i]) == example)
     path = tmp_path / "glyph.png"
     Image.fromarray(ds.images[idx][0].numpy()).save(path)
     # into the chat: classified, with a thumbnail of the dropped image
     _drop(page.view.viewport(), [path], QPoint(50, 50))
     assert len(eng.transcript) == 1 and eng.transcript[0]["message"] == str(path)
-    assert "glyph.png" in page.view.toPlainText()
+    shown = page.view.toPlainText()
+    assert "glyph.png" in shown
+    # the answer shown: the dropped glyph's own class, with its confidence as a percentage
+    answer = eng.transcript[0]["answer"]
+    assert answer["intent"] == first and not answer["fallback"], answer
+    m = re.search(rf"class {re.escape(first)} · (\d+)%", shown)
+    assert m, shown
+    assert 100 / len(eng.support) < int(m.group(1)) <= 100 and int(m.group(1)) == round(100 * answer["confidence"])
     # onto a class: a new example of it
     adapts = page.adapt_count
     tree = page.tree

@@ -4,8 +4,8 @@ rename, tags, delete, CSV export, reopen, resume, and watching a run another pro
 from __future__ import annotations
 
 import csv
+import os
 import shutil
-import time
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
@@ -15,6 +15,7 @@ from metagui.core.presets import default_config
 from metagui.core.store import RunStore
 from metagui.core.trainer import Trainer, TrainingControl
 from metagui.gui.pages.runs_page import COL
+from tests.helpers import start_store_writer, stop_store_writer, store_call
 
 
 def _train(db, algorithm: str, steps: int, stop_at: int | None = None, **hp) -> int:
@@ -186,19 +187,23 @@ def test_resume_a_stopped_run(runs_window, qtbot, wait_until):
 def test_a_run_written_by_another_process_is_watched_live(runs_window, wait_until):
     w, ids = runs_window
     page = w.runs_page
-    other = RunStore(w.state.db_path)  # as `metagui train` in a terminal would
-    rid = other.create_run(name="from the terminal", config_toml=default_config().to_toml(), algorithm="protonet",
-                           dataset="intents", task="5-way 5-shot", device="cpu")
-    other.update_run(rid, status="running", steps_done=2)
-    other.add_metrics(rid, [(1, "train/loss", 1.0), (2, "train/loss", 0.8)])
-    wait_until(lambda: rid in rows(page), 5, "the poll to find the run")
-    page.select_runs([rid])
-    assert page.metric.currentText() == "train/loss" and page.curve_points() == {rid: 2}
-    other.add_metrics(rid, [(3, "train/loss", 0.7), (4, "train/loss", 0.6)])
-    other.update_run(rid, steps_done=4)
-    wait_until(lambda: page.curve_points() == {rid: 4}, 5, "new metric rows")
-    assert "run " + str(rid) in page.live_label.text()
-    other.update_run(rid, status="completed")
-    time.sleep(0.01)
-    wait_until(lambda: page.model.row_by_id(rid)["status"] == "completed", 5)
-    other.close()
+    other = start_store_writer(w.state.db_path)  # a process of its own, as `metagui train` in a terminal
+    try:
+        rid = store_call(other, "create_run", name="from the terminal", config_toml=default_config().to_toml(),
+                         algorithm="protonet", dataset="intents", task="5-way 5-shot", device="cpu")
+        store_call(other, "update_run", rid, status="running", steps_done=2)
+        store_call(other, "add_metrics", rid, [(1, "train/loss", 1.0), (2, "train/loss", 0.8)])
+        wait_until(lambda: rid in rows(page), 5, "the poll to find the run")
+        assert page.model.row_by_id(rid)["pid"] == other.pid != os.getpid()
+        page.select_runs([rid])
+        assert page.metric.currentText() == "train/loss" and page.curve_points() == {rid: 2}
+        store_call(other, "add_metrics", rid, [(3, "train/loss", 0.7), (4, "train/loss", 0.6)])
+        store_call(other, "update_run", rid, steps_done=4)
+        wait_until(lambda: page.curve_points() == {rid: 4}, 5, "new metric rows")
+        assert "run " + str(rid) in page.live_label.text()
+        assert other.poll() is None  # all of it seen while the writer is alive, its store open
+        store_call(other, "update_run", rid, status="completed")
+        wait_until(lambda: page.model.row_by_id(rid)["status"] == "completed", 5)
+        assert other.poll() is None
+    finally:
+        stop_store_writer(other)

@@ -129,14 +129,21 @@ def test_a_run_on_a_pretrained_encoder_trains_saves_and_reloads(tmp_path):
     assert RunConfig.from_toml(cfg.to_toml()).algorithm.text_encoder == str(tmp_path / "enc")
     exp = Experiment.prepare(cfg)
     assert exp.inputs.dtype == torch.float32 and exp.inputs.shape[1] == 12
-    result = Trainer(cfg, experiment=exp, run_dir=tmp_path / "run").run()
+    trainer = Trainer(cfg, experiment=exp, run_dir=tmp_path / "run")
+    result = trainer.run()
     assert result.status == "completed"
-    learner, meta = load_learner(tmp_path / "run", "best", torch.device("cpu"))
-    assert isinstance(learner.backbone, EmbeddingAdapter)
+    trained = trainer.learner.state_dict()
+    initial = exp.build_learner().state_dict()
+    assert any(not torch.equal(v, initial[k]) for k, v in trained.items())  # training moved the weights
+    learner, meta = load_learner(tmp_path / "run", "last", torch.device("cpu"))
+    assert isinstance(learner.backbone, EmbeddingAdapter) and meta["step"] == 6
+    reloaded = learner.state_dict()
+    assert reloaded.keys() == trained.keys()
+    for k, v in trained.items():
+        assert torch.equal(reloaded[k], v), k
     assert json.loads(json.dumps(meta["preprocessing"]))["text_encoder"] == str((tmp_path / "enc").resolve())
     from metagui.core.models import Preprocessing
 
+    texts = ["turn on the light", "cancel my card", "turn off the lamp"]
     pre = Preprocessing.from_dict(meta["preprocessing"])
-    x = TextFeaturizer(pre)(["turn on the light", "cancel my card", "turn off the lamp"])
-    probs = learner.adapt(x[:2], torch.tensor([0, 1]), 2).predict(x[2:])
-    assert probs.shape == (1, 2) and torch.allclose(probs.sum(-1), torch.ones(1))
+    assert torch.equal(TextFeaturizer(pre)(texts), TextFeaturizer(exp.pre)(texts))  # the same encoder inputs

@@ -1,26 +1,29 @@
-import threading
+import os
 
 from metagui.core.store import RunStore
+from tests.helpers import start_store_writer, stop_store_writer, store_call
 
 
-def test_wal_store_is_readable_from_another_connection_while_written(tmp_path):
+def test_wal_store_is_readable_from_another_process_while_written(tmp_path):
     path = tmp_path / "s.db"
-    writer = RunStore(path)
-    assert writer.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    run_id = writer.create_run(name="r", config_toml="x = 1\n", algorithm="protonet", dataset="d", task="5-way 1-shot", device="cpu")
-    seen = []
-
-    def read():
-        reader = RunStore(path)  # its own connection, as the GUI thread has
-        seen.append(reader.metric_series(run_id, "train/loss"))
+    writer = start_store_writer(path)  # a process of its own, as `metagui train` in a terminal
+    try:
+        assert store_call(writer, "db.journal_mode") == "wal"
+        run_id = store_call(writer, "create_run", name="r", config_toml="x = 1\n", algorithm="protonet",
+                            dataset="d", task="5-way 1-shot", device="cpu")
+        reader = RunStore(path)  # its own connection, as the GUI has
+        assert reader.run(run_id)["pid"] == writer.pid != os.getpid()
+        seen = []
+        for step, loss in [(1, 2.0), (2, 1.5), (3, 1.25)]:
+            store_call(writer, "add_metrics", run_id, [(step, "train/loss", loss)])
+            seen.append(reader.metric_series(run_id, "train/loss"))
+            assert writer.poll() is None  # read while the writer still holds its connection
+        assert seen == [([1], [2.0]), ([1, 2], [2.0, 1.5]), ([1, 2, 3], [2.0, 1.5, 1.25])]
+        assert reader.metric_series(run_id, "train/loss", after_step=1) == ([2, 3], [1.5, 1.25])
         reader.close()
-
-    writer.add_metrics(run_id, [(1, "train/loss", 2.0), (2, "train/loss", 1.5)])
-    t = threading.Thread(target=read)
-    t.start()
-    t.join()
-    assert seen == [([1, 2], [2.0, 1.5])]
-    assert writer.metric_series(run_id, "train/loss", after_step=1) == ([2], [1.5])
+    finally:
+        stop_store_writer(writer)
+    assert writer.returncode == 0
 
 
 def test_runs_tags_transcripts_and_delete(tmp_path):

@@ -109,6 +109,43 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, g
     assert store.run(result.run_id)["status"] == "diverged"
 
 
+def test_nan_weights_with_a_finite_loss_are_divergence_too(tmp_path, glyph_experiment):
+    """A step that leaves a NaN in the weights but reports a finite loss (the loss was computed
+    before the update) stops the run at that step: no checkpoint of the broken weights."""
+    store = RunStore(tmp_path / "runs.db")
+    cfg = small_config("protonet", steps=50)
+    cfg.training.val_every = 2
+    trainer = Trainer(cfg, store, experiment=glyph_experiment)
+    learner = glyph_experiment.build_learner()
+    real_step = learner.meta_step
+    losses = []
+
+    def poisoned(batch):
+        m = real_step(batch)
+        losses.append(m["loss"])
+        if len(losses) == 4:  # a validation step: it would save "best" and "last" checkpoints
+            with torch.no_grad():
+                next(learner.parameters()).view(-1)[0] = float("nan")
+        return m
+
+    learner.meta_step = poisoned
+    glyph_experiment_build = glyph_experiment.build_learner
+    glyph_experiment.build_learner = lambda: learner
+    try:
+        result = trainer.run()
+    finally:
+        glyph_experiment.build_learner = glyph_experiment_build
+    assert len(losses) == 4 and math.isfinite(losses[-1])  # the step's loss looked fine
+    assert result.status == "diverged" and result.steps == 4, result
+    assert "diverged at step 4 (non-finite weights)" in result.error
+    assert store.run(result.run_id)["status"] == "diverged"
+    for kind in ("best", "last"):
+        folder = checkpoint_folder(store, result.run_id, kind)
+        assert read_meta(folder, kind)["step"] == 2
+        saved, _ = load_learner(folder, kind, torch.device("cpu"))
+        assert all(torch.isfinite(p).all() for p in saved.parameters())
+
+
 def test_bad_settings_fail_with_a_readable_error(tmp_path):
     cfg = small_config("protonet")
     cfg.training.device = "cuda:3" if not torch.cuda.is_available() else "bogus"

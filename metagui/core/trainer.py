@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import threading
 import time
 import traceback
@@ -22,7 +23,7 @@ import torch
 from metagui.core.checkpoint import load_checkpoint, save_checkpoint
 from metagui.core.config import RunConfig
 from metagui.core.device import select_device
-from metagui.core.errors import Cancelled, ConfigError, MetaGUIError
+from metagui.core.errors import Cancelled, ConfigError, MetaGUIError, TrainingFailed
 from metagui.core.experiment import Experiment, evaluate
 from metagui.core.store import RunStore
 from metagui.core.tasks import step_rng
@@ -110,8 +111,10 @@ class Trainer:
     @property
     def run_dir(self) -> Path:
         if self._run_dir is None:
-            base = self.store.runs_dir if self.store else Path.cwd() / "metagui-runs"
-            self._run_dir = base / f"run-{self.run_id}"
+            if self.store is not None:
+                self._run_dir = self.store.runs_dir / f"run-{self.run_id}"
+            else:  # no store to keep it: a temporary folder, never the working directory
+                self._run_dir = Path(tempfile.mkdtemp(prefix="metagui-run-"))
         return self._run_dir
 
     def _validate_config(self) -> None:
@@ -192,7 +195,23 @@ class Trainer:
         status = "completed"
         error = ""
         last_metrics: dict[str, float] = {}
+
+        def validate() -> None:
+            nonlocal best, best_ci, last_val
+            v = evaluate(learner, val_batches, device)
+            last_val = v[metric]
+            pending.extend((step, f"val/{k}", val) for k, val in v.items())
+            improved = best is None or (last_val > best if higher_better else last_val < best)
+            if improved:
+                best, best_ci = last_val, v["ci95"]
+                self._save(learner, "best", step, best, v)
+            self._save(learner, "last", step, best, v)
+            self.emit("validation", step=step, metrics=v, best=best)
+            self.log(f"step {step}: val {metric} {last_val:.4f} ± {v['ci95']:.4f}")
+
         try:
+            if val_batches is not None and step == 0 and getattr(getattr(learner, "backbone", None), "validate_start", False):
+                validate()  # the untrained start (e.g. a frozen pretrained encoder) may stay the best
             while step < cfg.steps:
                 self.control.wait_while_paused(
                     lambda s=step, b=best: self._paused(learner, s, b), lambda s=step: self._resumed(s)
@@ -206,9 +225,11 @@ class Trainer:
                 m = learner.meta_step(batch)
                 dt = time.perf_counter() - t0
                 step += 1
-                if not all(math.isfinite(v) for v in m.values()):
+                finite_weights = _finite(learner)  # the loss comes before the update: check both
+                if not finite_weights or not all(math.isfinite(v) for v in m.values()):
                     status = "diverged"
-                    error = f"training diverged at step {step} (loss {m.get('loss')}); the last good checkpoint is kept"
+                    what = f"loss {m.get('loss')}" if finite_weights else "non-finite weights"
+                    error = f"training diverged at step {step} ({what}); the last good checkpoint is kept"
                     self.emit("error", message=error)
                     break
                 elapsed = time.perf_counter() - loop_start
@@ -222,16 +243,7 @@ class Trainer:
                 pending.extend((step, f"train/{k}", v) for k, v in m.items())
                 self.emit("metrics", step=step, metrics=m)
                 if val_batches is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                    v = evaluate(learner, val_batches, device)
-                    last_val = v[metric]
-                    pending.extend((step, f"val/{k}", val) for k, val in v.items())
-                    improved = best is None or (last_val > best if higher_better else last_val < best)
-                    if improved:
-                        best, best_ci = last_val, v["ci95"]
-                        self._save(learner, "best", step, best, v)
-                    self._save(learner, "last", step, best, v)
-                    self.emit("validation", step=step, metrics=v, best=best)
-                    self.log(f"step {step}: val {metric} {last_val:.4f} ± {v['ci95']:.4f}")
+                    validate()
                 elif step % cfg.log_every == 0:
                     self.log(f"step {step}: loss {m['loss']:.4f}, {metric} {m[metric]:.4f}, {m['tasks_per_s']:.1f} tasks/s")
                 if self.store is not None and (time.perf_counter() - last_flush > 0.5 or step == cfg.steps):
@@ -291,22 +303,26 @@ class Trainer:
         return result
 
 
+def _finite(learner) -> bool:
+    """Whether every parameter is finite (one device sync, however many tensors)."""
+    params = [p.detach() for p in learner.parameters() if p.is_floating_point()]
+    return not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+
 def train_to_completion(cfg: RunConfig, experiment: Experiment, run_dir: str | Path | None = None,
                         keep: str = "last") -> tuple[Any, float]:
     """Meta-train ``cfg`` in this thread, without a run store (benchmarks, tests).
 
     Checkpoints go to ``run_dir`` (a temporary folder when None). ``keep="best"`` reloads
     the checkpoint that did best on validation. Returns (learner, seconds of training);
-    raises RuntimeError unless the run completed."""
-    import tempfile
-
+    raises TrainingFailed unless the run completed."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(run_dir or tmp)
         trainer = Trainer(cfg, experiment=experiment, run_dir=folder)
         result = trainer.run()
         if result.status != "completed":
-            raise RuntimeError(f"meta-training {cfg.algorithm.name} ended {result.status}: {result.error}")
+            raise TrainingFailed(f"meta-training {cfg.algorithm.name} ended {result.status}: {result.error}")
         if keep == "best":
             load_checkpoint(folder, "best", trainer.learner, with_optimizer=False)
     return trainer.learner, time.perf_counter() - start
