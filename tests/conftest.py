@@ -3,12 +3,22 @@ run store per test, and a wait helper that lets worker threads run."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # the bring-your-own-encoder tests build tiny models locally: never ask a model hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# new text projects start on the built-in encoder here, whatever this machine has installed;
+# tests of the default set it themselves
+os.environ.setdefault("METAGUI_TEXT_ENCODER", "builtin")
+# embeddings of pretrained encoders are cached on disk: one throwaway cache per test session
+_CACHE = tempfile.mkdtemp(prefix="metagui-test-cache-")
+os.environ.setdefault("METAGUI_CACHE_DIR", _CACHE)
+atexit.register(shutil.rmtree, _CACHE, True)
 
 import gc  # noqa: E402
 import time  # noqa: E402

@@ -17,11 +17,13 @@ packages with ``pip install "metagui[encoders]"``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from metagui.core.embedding_cache import EmbeddingCache, folder_hash
 from metagui.core.errors import ConfigError
 
 FORMATS = ("sentence-transformers", "onnx")
@@ -54,6 +56,7 @@ class SentenceEncoder:
         self.format = detect_format(self.folder)
         self.batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
+        self._disk: EmbeddingCache | None = None
         if self.format == "sentence-transformers":
             # a local folder only: never ask a model hub (it may be unreachable, and slow to say so)
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -89,16 +92,29 @@ class SentenceEncoder:
             self._output = "sentence_embedding" if "sentence_embedding" in outputs else outputs[0]
             self.dim = int(self._embed(["x"]).shape[1])
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of ``texts`` (cached per text for the life of this encoder)."""
+    def encode(self, texts: list[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Embeddings of ``texts``: from memory, else from the persistent cache
+        (``core.embedding_cache``), else computed (``progress(done, total)`` per batch)."""
         todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        for i in range(0, len(todo), self.batch_size):
-            chunk = todo[i : i + self.batch_size]
-            for t, e in zip(chunk, self._embed(chunk), strict=True):
-                self._cache[t] = e
+        if todo:
+            rows = self._persistent().encode(todo, lambda new: self._embed_batches(new, progress))
+            self._cache.update(zip(todo, rows, strict=True))
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
+
+    def _persistent(self) -> EmbeddingCache:
+        if self._disk is None:
+            self._disk = EmbeddingCache(folder_hash(self.folder), self.dim)
+        return self._disk
+
+    def _embed_batches(self, texts: list[str], progress: Callable[[int, int], None] | None) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            out.append(self._embed(texts[i : i + self.batch_size]))
+            if progress is not None:
+                progress(min(i + self.batch_size, len(texts)), len(texts))
+        return np.concatenate(out)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self.format == "sentence-transformers":
@@ -133,9 +149,25 @@ class SentenceEncoder:
 _LOADED: dict[str, SentenceEncoder] = {}
 
 
-def sentence_encoder(folder: str | Path) -> SentenceEncoder:
-    """One loaded encoder per folder per process."""
-    key = str(Path(folder).expanduser().resolve())
+def sentence_encoder(spec: str | Path, progress: Callable[[int, int], None] | None = None,
+                     cancel: Callable[[], bool] | None = None) -> SentenceEncoder:
+    """One loaded encoder per folder per process. ``spec`` is a folder or a model id, resolved
+    by ``core.encoder_source`` (installed package, hub cache, else a download with ``progress``)."""
+    from metagui.core.encoder_source import encoder_reference, resolve_encoder
+
+    key = encoder_reference(str(spec))
     if key not in _LOADED:
-        _LOADED[key] = SentenceEncoder(key)
+        folder = str(resolve_encoder(key, progress, cancel))
+        if folder not in _LOADED:
+            # loading sets HF_HUB_OFFLINE for itself; a download asked for later must still be allowed
+            saved = {v: os.environ.get(v) for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+            try:
+                _LOADED[folder] = SentenceEncoder(folder)
+            finally:
+                for v, value in saved.items():
+                    if value is None:
+                        os.environ.pop(v, None)
+                    else:
+                        os.environ[v] = value
+        _LOADED[key] = _LOADED[folder]
     return _LOADED[key]
