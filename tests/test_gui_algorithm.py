@@ -1,13 +1,16 @@
 """Algorithm page: families with explanations, a generated hyperparameter form with help,
-presets, backbone and device choice."""
+presets, backbone, text encoder and device choice."""
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
 from metagui.core.algorithms import REGISTRY
 from metagui.core.algorithms.base import TEXT_PRESET
+from metagui.core.presets import pretrained_caveat
 from metagui.gui.pages.algorithm_page import KIND_ROLE
+from tests.test_encoder_source import loopback_only  # noqa: F401  (a fixture)
 
 
 def click_algorithm(qtbot, page, name: str) -> None:
@@ -126,7 +129,156 @@ def test_text_tasks_start_from_the_text_preset_and_take_a_pretrained_encoder_fol
     qtbot.keyClicks(page.encoder_path, str(tmp_path / "enc"))
     page.encoder_path.editingFinished.emit()
     assert window.state.config.algorithm.text_encoder == str(tmp_path / "enc")
-    assert page.banner.level == "ok" and window.sidebar.is_done("algorithm")
+    assert window.sidebar.is_done("algorithm")
+    # ready; with the core's measured caveat for this learner on a pretrained encoder, if any
+    assert page.banner.level == ("warning" if pretrained_caveat("maml") else "ok"), page.banner.message()
 
     qtbot.mouseClick(page.encoder_clear, Qt.MouseButton.LeftButton)
     assert window.state.config.algorithm.text_encoder == ""
+
+
+def pick_encoder(qtbot, page, label_start: str) -> None:
+    """Open the Text encoder list and click the entry whose label starts with ``label_start``."""
+    pick = page.encoder_pick
+    labels = [pick.itemText(i) for i in range(pick.count())]
+    index = next(i for i, text in enumerate(labels) if text.startswith(label_start))
+    pick.showPopup()
+    view = pick.view()
+    qtbot.waitUntil(view.isVisible)
+    rect = view.visualRect(view.model().index(index, 0))
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def enter_encoder(qtbot, page, text: str) -> None:
+    page.encoder_path.setFocus()
+    page.encoder_path.selectAll()
+    qtbot.keyClick(page.encoder_path, Qt.Key.Key_Delete)
+    qtbot.keyClicks(page.encoder_path, text)
+    qtbot.keyClick(page.encoder_path, Qt.Key.Key_Return)
+
+
+def install_tiny_package(tmp_path, monkeypatch, only: bool = False):
+    """A tiny sentence-transformers model as an installed model package, as `pip install` would
+    leave it, registered as a known encoder (``only``: the only known one); its folder."""
+    import hashlib
+    import importlib
+    import sys
+
+    from metagui.core import encoder_source as es
+    from tests.test_encoder_source import tiny_repo
+
+    tiny = tiny_repo(tmp_path / "pkg-model")
+    site = tmp_path / "site"
+    (site / "metagui_test_tiny_pkg").mkdir(parents=True)
+    (site / "metagui_test_tiny_pkg" / "__init__.py").write_text(
+        f"from pathlib import Path\n\n\ndef get_model_path():\n    return Path({str(tiny)!r})\n")
+    monkeypatch.syspath_prepend(str(site))
+    # imported here so that the test's end forgets it (monkeypatch restores sys.modules)
+    monkeypatch.setitem(sys.modules, "metagui_test_tiny_pkg", importlib.import_module("metagui_test_tiny_pkg"))
+    known = es.KnownEncoder(
+        id="tester/tiny-st", package="metagui-test-tiny-pkg", module="metagui_test_tiny_pkg",
+        sha256=hashlib.sha256((tiny / "model.safetensors").read_bytes()).hexdigest(), licence="MIT",
+        languages="en", dim=8, size=4096)
+    if only:
+        monkeypatch.setattr(es, "KNOWN_ENCODERS", {known.id: known})
+    else:
+        monkeypatch.setitem(es.KNOWN_ENCODERS, known.id, known)
+    return tiny
+
+
+def test_english_project_starts_on_the_installed_pretrained_encoder_and_says_why(
+        make_window, qtbot, wait_until, tmp_path, monkeypatch):
+    from metagui.core.encoder_source import DEFAULT_ENV, USER_CHOICE
+
+    monkeypatch.setenv(DEFAULT_ENV, "auto")
+    install_tiny_package(tmp_path, monkeypatch, only=True)
+    window = make_window()  # the demo: English Home Assistant intents
+    a = window.state.config.algorithm
+    assert a.text_encoder == "tester/tiny-st" and a.text_encoder_why.startswith("English texts")
+    window.go("algorithm")
+    page = window.algorithm_page
+    assert page.encoder_path.text() == "tester/tiny-st"
+    assert page.encoder_note.text().startswith("Default for this project: English texts")
+    wait_until(lambda: page.banner.level == "ok", 30, "the encoder to be checked")
+    assert a.hyperparams["meta_lr"] == 1e-3  # ProtoNet's preset for a pretrained encoder
+    click_algorithm(qtbot, page, "matching")  # measured below the frozen encoder on new domains: warned
+    assert page.banner.level == "warning" and "below the frozen encoder" in page.banner.message()
+    click_algorithm(qtbot, page, "protonet")
+    assert page.banner.level == "ok"
+    qtbot.mouseClick(page.encoder_clear, Qt.MouseButton.LeftButton)  # the user's choice stays
+    assert (a.text_encoder, a.text_encoder_why) == ("", USER_CHOICE)
+    window.state.set_dataset(window.state.dataset, window.state.config.dataset)
+    assert (a.text_encoder, a.text_encoder_why) == ("", USER_CHOICE)
+
+
+@pytest.mark.usefixtures("loopback_only")
+def test_text_encoder_from_a_package_a_download_or_a_folder(make_window, qtbot, wait_until, tmp_path, monkeypatch):
+    from tests.test_encoder_source import FakeHub, tiny_repo
+
+    tiny = install_tiny_package(tmp_path, monkeypatch)
+    # a model hub on loopback, an empty Hugging Face cache, online
+    hub = FakeHub({"tester/tiny-remote": tiny_repo(tmp_path / "remote", weights=12 << 20)})
+    monkeypatch.setenv("METAGUI_HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    try:
+        window = make_window()
+        window.go("algorithm")
+        page = window.algorithm_page
+        labels = [page.encoder_pick.itemText(i) for i in range(page.encoder_pick.count())]
+        assert labels[0] == "Built-in n-gram encoder (works offline)" and "tester/tiny-st — installed package" in labels
+        assert any(t.startswith("sentence-transformers/all-MiniLM-L6-v2 — download (") for t in labels)
+
+        # the installed package: checked off the GUI thread, then ready
+        pick_encoder(qtbot, page, "tester/tiny-st")
+        assert window.state.config.algorithm.text_encoder == "tester/tiny-st"
+        assert page.encoder_path.text() == "tester/tiny-st"
+        wait_until(lambda: not page._encoder_tasks, 20, "the package check")
+        assert page.banner.level == "ok" and window.sidebar.is_done("algorithm")
+        assert "installed package metagui-test-tiny-pkg" in page.encoder_note.text()
+
+        # a model id: downloaded with a progress bar, then listed as cached
+        shown: list[tuple[int, int]] = []
+        page.encoder_progress.bar.valueChanged.connect(lambda v: shown.append((v, page.encoder_progress.bar.maximum())))
+        enter_encoder(qtbot, page, "tester/tiny-remote")
+        assert window.state.config.algorithm.text_encoder == "tester/tiny-remote"
+        assert page.encoder_progress.isVisible() and not window.sidebar.is_done("algorithm")
+        wait_until(lambda: not page._encoder_tasks, 30, "the download")
+        assert page.banner.level == "ok", page.banner.message()
+        assert shown and shown[-1][0] == shown[-1][1] > 0
+        assert not page.encoder_progress.isVisible()
+        assert (tmp_path / "hf" / "models--tester--tiny-remote" / "refs" / "main").is_file()
+        labels = [page.encoder_pick.itemText(i) for i in range(page.encoder_pick.count())]
+        assert "tester/tiny-remote — Hugging Face cache" in labels
+
+        # a download the user cancels
+        hub.files["tester/slow"] = hub.files["tester/tiny-remote"]
+        hub.delay = 1.0
+        enter_encoder(qtbot, page, "tester/slow")
+        qtbot.mouseClick(page.encoder_progress.cancel_button, Qt.MouseButton.LeftButton)
+        wait_until(lambda: not page._encoder_tasks, 20, "the cancelled download")
+        assert page.banner.level == "error" and "cancelled" in page.banner.message()
+        assert not (tmp_path / "hf" / "models--tester--slow" / "refs").exists()
+        hub.delay = 0.0
+
+        # no hub: one clear line in the banner
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        enter_encoder(qtbot, page, "tester/elsewhere")
+        wait_until(lambda: not page._encoder_tasks, 20, "the failed download")
+        assert page.banner.level == "error" and not window.sidebar.is_done("algorithm")
+        assert page.banner.message().startswith("cannot download tester/elsewhere from the model hub (offline")
+        assert "choose a local folder" in page.banner.message()
+
+        # a local folder, chosen in the folder dialog; then the built-in encoder again
+        from PySide6.QtWidgets import QFileDialog
+
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tiny))
+        qtbot.mouseClick(page.encoder_browse, Qt.MouseButton.LeftButton)
+        assert window.state.config.algorithm.text_encoder == str(tiny)
+        assert page.banner.level == "ok" and page.encoder_note.text() == "A local folder."
+        qtbot.mouseClick(page.encoder_clear, Qt.MouseButton.LeftButton)
+        assert window.state.config.algorithm.text_encoder == "" and page.encoder_path.text() == ""
+        assert page.banner.level == "ok"
+    finally:
+        hub.close()

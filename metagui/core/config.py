@@ -76,9 +76,12 @@ class TaskConfig:
 class AlgorithmConfig:
     name: str = "protonet"
     backbone: str = "auto"  # "auto" | "conv4" | "mlp" | "text"
-    # text: a pretrained sentence encoder's folder (sentence-transformers or ONNX) to use in
-    # place of the built-in n-gram encoder; "" = built-in
+    # text: a pretrained sentence encoder (a model id, or a folder with a sentence-transformers
+    # or ONNX model) in place of the built-in n-gram encoder; "" = built-in
     text_encoder: str = ""
+    # why the run uses that encoder (core.encoder_source.default_text_encoder, or the user's
+    # choice): shown in the GUI and the model card
+    text_encoder_why: str = ""
     hyperparams: dict[str, Any] = field(default_factory=dict)
 
 

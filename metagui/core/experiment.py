@@ -10,7 +10,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,10 +82,12 @@ class Experiment:
         if config.algorithm.text_encoder:
             if pre.modality != "text":
                 raise ConfigError("a pretrained text encoder needs a text dataset")
+            from metagui.core.encoder_source import encoder_reference
             from metagui.core.pretrained import sentence_encoder
 
-            pre.text_encoder = str(Path(config.algorithm.text_encoder).expanduser().resolve())
-            pre.text_encoder_dim = sentence_encoder(pre.text_encoder).dim
+            # a model id stays an id (each machine finds its own copy), a folder becomes absolute
+            pre.text_encoder = encoder_reference(config.algorithm.text_encoder)
+            pre.text_encoder_dim = sentence_encoder(pre.text_encoder, cancel=cancel).dim
         inputs = encode_dataset(dataset, pre)
         samplers = {
             split: EpisodeSampler(inputs, dataset.labels, ids, task.way, task.shot, task.query)

@@ -177,17 +177,29 @@ class NgramEncoder(nn.Module):
 
 class EmbeddingAdapter(nn.Module):
     """On top of a frozen pretrained sentence encoder (``core.pretrained``): its embeddings
-    plus a meta-learned linear correction, which starts at zero (so training starts from
-    the pretrained geometry)."""
+    plus a meta-learned linear correction.
+
+    Built to add to the pretrained encoder and never subtract from it: the correction starts
+    at zero (training starts from the pretrained geometry), ``decay`` times its squared size
+    is added to the meta-loss (a pull back towards the pretrained geometry), and the trainer
+    validates before the first step (``validate_start``), so when no step beats the frozen
+    encoder on held-out classes, the kept checkpoint is the frozen encoder itself. Without
+    the pull the correction fits the training domain's intents (issue 14: 10 points lost on
+    another business's intents)."""
 
     batch_independent = True
+    validate_start = True
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, decay: float = 0.01) -> None:
         super().__init__()
         self.linear = nn.Linear(dim, dim)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
         self.emb_dim = dim
+        self.decay = decay
+
+    def penalty(self) -> torch.Tensor:
+        return self.decay * (self.linear.weight.pow(2).sum() + self.linear.bias.pow(2).sum())
 
     def forward(self, x: torch.Tensor, tasks: int = 1) -> torch.Tensor:
         return x + self.linear(x)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metagui.core import algorithms
-from metagui.core.algorithms.base import TEXT_PRESET
+from metagui.core.algorithms.base import PRETRAINED_PRESET, TEXT_PRESET
 from metagui.core.config import RunConfig
 from metagui.core.errors import ConfigError
 
@@ -22,12 +22,15 @@ SOURCE_MODALITY = {"intents": "text", "glyphs": "image", "sinusoid": "regression
                    "bandit": "bandit", "mdp": "mdp"}
 
 
-def default_hyperparams(algorithm: str, modality: str) -> dict:
+def default_hyperparams(algorithm: str, modality: str, pretrained: bool = False) -> dict:
     """Where a new config of ``algorithm`` starts: its defaults, with its text preset for
-    text tasks (the settings ``metagui bench text`` measured with the built-in encoder)."""
+    text tasks (the settings ``metagui bench text`` measured with the built-in encoder, or
+    with a pretrained one when ``pretrained``)."""
     cls = algorithms.get(algorithm)
-    if modality == "text" and TEXT_PRESET in cls.presets:
-        return cls.validate_hyperparams(dict(cls.presets[TEXT_PRESET]["hyperparams"]))
+    if modality == "text":
+        for name in (PRETRAINED_PRESET, TEXT_PRESET) if pretrained else (TEXT_PRESET,):
+            if name in cls.presets:
+                return cls.validate_hyperparams(dict(cls.presets[name]["hyperparams"]))
     return cls.defaults()
 
 
@@ -46,6 +49,12 @@ def default_config(algorithm: str = "protonet", source: str = "intents", preset:
             setattr(getattr(cfg, section), k, v)
     cfg.algorithm.name = algorithm
     cfg.algorithm.hyperparams = default_hyperparams(algorithm, modality)
+    if modality == "text":
+        from metagui.core.encoder_source import default_text_encoder
+
+        choice = default_text_encoder([], cfg.dataset.languages)
+        cfg.algorithm.text_encoder, cfg.algorithm.text_encoder_why = choice.spec, choice.why
+        cfg.algorithm.hyperparams = default_hyperparams(algorithm, modality, bool(choice.spec))
     if preset:
         apply_preset(cfg, preset)
     return cfg
@@ -73,3 +82,30 @@ def matching_preset(cfg: RunConfig) -> str:
                 getattr(cfg.task, k, None) == v for k, v in p.get("task", {}).items()):
             return name
     return ""
+
+
+# What `metagui bench text --encoder sentence-transformers/all-MiniLM-L6-v2` found for the
+# learners that fall below the frozen encoder's nearest class mean on a new domain, or were
+# not measured there (README, "On a pretrained encoder"): the app warns before they are
+# picked for such a run, and `metagui train` prints it.
+_BELOW_FROZEN = (
+    "{label} on a pretrained encoder scored below the frozen encoder itself (nearest class mean) on "
+    "intents of a new domain at 5 and 15 ways (metagui bench text --encoder): for a new domain prefer "
+    "Prototypical Networks, Relation Networks, MAML or VERSA, which stay level with it or above"
+)
+_NOT_MEASURED = (
+    "{label} was not measured on a pretrained encoder: compare it with the frozen encoder "
+    "(metagui bench text --encoder ... --algorithms {name}) before relying on it"
+)
+PRETRAINED_CAVEATS: dict[str, str] = {
+    "matching": _BELOW_FROZEN,
+    "fomaml": _NOT_MEASURED,
+    "metasgd": _NOT_MEASURED,
+    "reptile": _NOT_MEASURED,
+}
+
+
+def pretrained_caveat(algorithm: str) -> str:
+    """A warning for ``algorithm`` meta-trained on a pretrained text encoder ("" if none)."""
+    note = PRETRAINED_CAVEATS.get(algorithm, "")
+    return note.format(label=algorithms.get(algorithm).label, name=algorithm) if note else ""

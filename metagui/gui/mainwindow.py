@@ -493,6 +493,7 @@ class MainWindow(QMainWindow):
         if self.data_page.task is not None:
             self.data_page.task.cancel()
             ok = self.data_page.task.wait(wait_ms) and ok
+        ok = self.algorithm_page.shutdown(wait_ms) and ok
         for panel in [self.export_page.panel, *(d.panel for d in self.export_dialogs)]:
             ok = panel.shutdown(wait_ms) and ok
         self.runs_page.timer.stop()

@@ -14,7 +14,10 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from metagui.core.config import DatasetConfig, RunConfig
+from metagui.core.data.base import TextDataset
+from metagui.core.encoder_source import USER_CHOICE, default_text_encoder
 from metagui.core.errors import MetaGUIError
+from metagui.core.presets import default_hyperparams
 from metagui.core.store import RunStore
 
 STEPS = ("data", "tasks", "algorithm", "train", "chat", "runs", "export")
@@ -82,6 +85,15 @@ class AppState(QObject):
     # --- dataset -----------------------------------------------------------------------------
     def set_dataset(self, ds, cfg: DatasetConfig) -> None:
         self.dataset = ds
+        a = self.config.algorithm
+        if isinstance(ds, TextDataset) and a.text_encoder_why != USER_CHOICE:
+            # a text project starts on the best encoder this computer has for its language
+            choice = default_text_encoder(ds.texts, cfg.languages if cfg.source == "intents" else None)
+            if (choice.spec, choice.why) != (a.text_encoder, a.text_encoder_why):
+                if a.hyperparams == default_hyperparams(a.name, "text", bool(a.text_encoder)):
+                    a.hyperparams = default_hyperparams(a.name, "text", bool(choice.spec))  # untouched: follow
+                a.text_encoder, a.text_encoder_why = choice.spec, choice.why
+                self.changed("algorithm")
         self._loaded_key = dataset_key(cfg) if ds is not None or cfg.source == "sinusoid" else None
         self.dataset_changed.emit()
         self.mark("data", self.dataset_ready)

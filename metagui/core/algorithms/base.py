@@ -71,6 +71,9 @@ class HyperParam:
 # the preset each text-capable learner has for the built-in n-gram text encoder (chosen
 # with ``metagui bench text``); new text configs start from it
 TEXT_PRESET = "Text (built-in encoder)"
+# ... and for a frozen pretrained sentence encoder with a meta-learned adapter (chosen with
+# ``metagui bench text --encoder``); new configs on such an encoder start from it
+PRETRAINED_PRESET = "Text (pretrained encoder)"
 
 COMMON = (
     HyperParam("meta_lr", float, 1e-3, "Step size of the outer (meta) optimiser (Adam).", 1e-6, 10.0, log=True),

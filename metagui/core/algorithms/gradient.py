@@ -14,7 +14,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from metagui.core.algorithms.base import TEXT_PRESET, HyperParam, MetaLearner, Predictor, register
+from metagui.core.algorithms.base import (
+    PRETRAINED_PRESET,
+    TEXT_PRESET,
+    HyperParam,
+    MetaLearner,
+    Predictor,
+    register,
+)
 from metagui.core.tasks import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
@@ -48,6 +55,9 @@ INNER = (
 PAPER_OMNIGLOT = {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3, "meta_lr": 1e-3, "meta_batch": 32}
 PAPER_SINUSOID = {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 10, "meta_lr": 1e-3, "meta_batch": 25}
 TEXT = {"head": "shared", "inner_lr": 3.0, "inner_steps": 1, "eval_steps": 20, "eval_lr": 0.5, "meta_lr": 3e-3}
+# on a frozen pretrained encoder: a gentler meta step, and a longer test-time fit of head and
+# adapter (fewer steps fall below the frozen encoder at 15 ways: `metagui bench text --encoder`)
+PRETRAINED_TEXT = {**TEXT, "eval_steps": 50, "eval_lr": 1.0, "meta_lr": 1e-3}
 CUSTOMER_SERVICE = {"inner_lr": 0.01, "inner_steps": 5, "eval_steps": 5, "meta_lr": 1e-3, "meta_batch": 32}
 
 
@@ -197,6 +207,7 @@ class MAML(GradientLearner):
         "Sinusoid (paper)": {"hyperparams": PAPER_SINUSOID},
         "Customer-service MAML": {"hyperparams": CUSTOMER_SERVICE, "task": {"shot": 5, "query": 5}},
         TEXT_PRESET: {"hyperparams": TEXT},
+        PRETRAINED_PRESET: {"hyperparams": PRETRAINED_TEXT},
     }
 
 

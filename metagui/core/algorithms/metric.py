@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metagui.core.algorithms.base import (
+    PRETRAINED_PRESET,
     TEXT_PRESET,
     HyperParam,
     MetaLearner,
@@ -82,6 +83,7 @@ class ProtoNet(MetricLearner):
     presets = {
         "Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}},
         TEXT_PRESET: {"hyperparams": {"distance": "cosine", "meta_lr": 1e-2}},
+        PRETRAINED_PRESET: {"hyperparams": {"distance": "cosine", "meta_lr": 1e-3}},
     }
 
     def build(self) -> None:
@@ -110,6 +112,7 @@ class MatchingNet(MetricLearner):
     presets = {
         "Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 4, "fce": False}},
         TEXT_PRESET: {"hyperparams": {"temperature": 30.0, "meta_lr": 1e-2}},
+        PRETRAINED_PRESET: {"hyperparams": {"temperature": 10.0, "meta_lr": 1e-3}},
     }
 
     def build(self) -> None:
@@ -172,6 +175,7 @@ class RelationNet(MetricLearner):
     presets = {
         "Omniglot (paper-like)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}},
         TEXT_PRESET: {"hyperparams": {"cosine_feature": True, "cosine_skip": True, "pair_dim": 64, "meta_lr": 1e-3}},
+        PRETRAINED_PRESET: {"hyperparams": {"cosine_feature": True, "cosine_skip": True, "pair_dim": 64, "meta_lr": 1e-4}},
     }
 
     def build(self) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from metagui.core.algorithms.base import (
+    PRETRAINED_PRESET,
     TEXT_PRESET,
     HyperParam,
     MetaLearner,
@@ -263,6 +264,7 @@ class VERSA(MetaLearner):
         "Long runs (small steps)": {"hyperparams": {"num_samples": 10, "meta_lr": 1e-4, "meta_batch": 16}},
         "Short CPU runs": {"hyperparams": {"num_samples": 10, "meta_lr": 1e-3, "meta_batch": 4}},
         TEXT_PRESET: {"hyperparams": {"mean_skip": True, "correction_decay": 0.3, "meta_lr": 1e-2}},
+        PRETRAINED_PRESET: {"hyperparams": {"mean_skip": True, "correction_decay": 0.3, "meta_lr": 1e-3}},
     }
 
     def build(self) -> None:

