@@ -40,9 +40,6 @@ def export_window(make_window, template_db, tmp_path):
 
 def test_export_dialog_from_runs_and_train_pages(export_window, qtbot, wait_until, tmp_path):
     w, rid = export_window
-    from metagui.gui.widgets.sidebar import NOTE_ROLE
-
-    assert not w.sidebar.item("export").data(NOTE_ROLE)  # no longer "soon"
     w.go("runs")
     page = w.runs_page
     page.select_runs([rid])
