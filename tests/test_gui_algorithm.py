@@ -209,6 +209,9 @@ def test_english_project_starts_on_the_installed_pretrained_encoder_and_says_why
     assert (a.text_encoder, a.text_encoder_why) == ("", USER_CHOICE)
     window.state.set_dataset(window.state.dataset, window.state.config.dataset)
     assert (a.text_encoder, a.text_encoder_why) == ("", USER_CHOICE)
+    a.text_encoder, a.text_encoder_why = str(tmp_path / "my-encoder"), ""  # a config from before the default
+    window.state.set_dataset(window.state.dataset, window.state.config.dataset)
+    assert (a.text_encoder, a.text_encoder_why) == (str(tmp_path / "my-encoder"), "")
 
 
 @pytest.mark.usefixtures("loopback_only")

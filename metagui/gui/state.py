@@ -86,7 +86,8 @@ class AppState(QObject):
     def set_dataset(self, ds, cfg: DatasetConfig) -> None:
         self.dataset = ds
         a = self.config.algorithm
-        if isinstance(ds, TextDataset) and a.text_encoder_why != USER_CHOICE:
+        chosen = a.text_encoder_why == USER_CHOICE or (a.text_encoder and not a.text_encoder_why)  # older configs
+        if isinstance(ds, TextDataset) and not chosen:
             # a text project starts on the best encoder this computer has for its language
             choice = default_text_encoder(ds.texts, cfg.languages if cfg.source == "intents" else None)
             if (choice.spec, choice.why) != (a.text_encoder, a.text_encoder_why):
