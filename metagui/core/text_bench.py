@@ -97,25 +97,11 @@ def make_setting(name: str, banking: str | Path, languages: Sequence[str] | None
             {"split": "classes", "train_classes": [names[i] for i in tr], "val_classes": [names[i] for i in va]},
         )
     if name == "banking-to-ha":
-        ha = load_intents([ENGLISH])
-        order = np.random.default_rng(seed).permutation(len(train.classes))
-        names = train.classes
-        return TransferSetting(
-            name, "unseen domain: Banking77 (77 intents) -> Home Assistant intents, English",
-            train, ha, list(range(len(ha.classes))),
-            {"split": "classes", "train_classes": [names[i] for i in order[:65]],
-             "val_classes": [names[i] for i in order[65:]]},
-        )
+        return _whole_domain(name, "unseen domain: Banking77 (77 intents) -> Home Assistant intents, English",
+                             train, load_intents([ENGLISH]), 65, seed)
     if name == "ha-en-to-banking":
-        ha = load_intents([ENGLISH])
-        order = np.random.default_rng(seed).permutation(len(ha.classes))
-        names = ha.classes
-        return TransferSetting(
-            name, "unseen domain: Home Assistant intents, English (42) -> Banking77",
-            ha, test, list(range(len(test.classes))),
-            {"split": "classes", "train_classes": [names[i] for i in order[:34]],
-             "val_classes": [names[i] for i in order[34:]]},
-        )
+        return _whole_domain(name, "unseen domain: Home Assistant intents, English (42) -> Banking77",
+                             load_intents([ENGLISH]), test, 34, seed)
     if name == "ha-to-banking":
         langs = [lang for lang in (languages or available_languages()) if lang != ENGLISH]
         if len(langs) < 2:
@@ -129,6 +115,19 @@ def make_setting(name: str, banking: str | Path, languages: Sequence[str] | None
             {"split": "domain", "train_domains": [d for d in langs if d not in val], "val_domains": list(val)},
         )
     raise ConfigError(f"unknown setting '{name}' (choose {', '.join(dict.fromkeys(SETTINGS + PRETRAINED_SETTINGS))})")
+
+
+def _whole_domain(name: str, title: str, train: TextDataset, target: TextDataset, n_train: int,
+                  seed: int) -> TransferSetting:
+    """Meta-train on ``n_train`` seeded classes of ``train`` (its other classes validate), test
+    on every class of ``target``."""
+    order = np.random.default_rng(seed).permutation(len(train.classes))
+    names = train.classes
+    return TransferSetting(
+        name, title, train, target, list(range(len(target.classes))),
+        {"split": "classes", "train_classes": [names[i] for i in order[:n_train]],
+         "val_classes": [names[i] for i in order[n_train:]]},
+    )
 
 
 def fixed_episodes(ds: TextDataset, classes: Sequence[int], way: int, shot: int, episodes: int,
