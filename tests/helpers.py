@@ -65,7 +65,8 @@ def shared_dir(rel: str, files: tuple[str, ...]) -> Path | None:
 
 def how_to_get(*rels: str) -> str:
     names = [_CATALOG_OF[r] for r in rels if r in _CATALOG_OF]
-    where = f"../shared/{rels[0].rsplit('/', 1)[0]}" if rels else "../shared"
+    folders = {r.rsplit("/", 1)[0] for r in rels}
+    where = f"../shared/{folders.pop()}" if len(folders) == 1 else "../shared/data"
     if names:
         return f"{MISSING_DATA} run `metagui datasets --download {' '.join(names)}` (or put {where} beside the repository)"
     return f"{MISSING_DATA} put {where} beside the repository"
