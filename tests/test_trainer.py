@@ -82,7 +82,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, glyph_experiment):
     assert steps == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, glyph_experiment):
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, glyph_experiment, monkeypatch):
     store = RunStore(tmp_path / "runs.db")
     cfg = small_config("protonet", steps=50)
     cfg.training.val_every = 2
@@ -97,19 +97,15 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, g
         return {**m, "loss": float("nan")} if calls["n"] >= 5 else m
 
     learner.meta_step = poisoned
-    glyph_experiment_build = glyph_experiment.build_learner
-    glyph_experiment.build_learner = lambda: learner
-    try:
-        result = trainer.run()
-    finally:
-        glyph_experiment.build_learner = glyph_experiment_build
+    monkeypatch.setattr(glyph_experiment, "build_learner", lambda: learner)
+    result = trainer.run()
     assert result.status == "diverged" and result.steps == 5
     assert "diverged at step 5" in result.error
     assert read_meta(checkpoint_folder(store, result.run_id, "last"), "last")["step"] == 4
     assert store.run(result.run_id)["status"] == "diverged"
 
 
-def test_nan_weights_with_a_finite_loss_are_divergence_too(tmp_path, glyph_experiment):
+def test_nan_weights_with_a_finite_loss_are_divergence_too(tmp_path, glyph_experiment, monkeypatch):
     """A step that leaves a NaN in the weights but reports a finite loss (the loss was computed
     before the update) stops the run at that step: no checkpoint of the broken weights."""
     store = RunStore(tmp_path / "runs.db")
@@ -129,12 +125,8 @@ def test_nan_weights_with_a_finite_loss_are_divergence_too(tmp_path, glyph_exper
         return m
 
     learner.meta_step = poisoned
-    glyph_experiment_build = glyph_experiment.build_learner
-    glyph_experiment.build_learner = lambda: learner
-    try:
-        result = trainer.run()
-    finally:
-        glyph_experiment.build_learner = glyph_experiment_build
+    monkeypatch.setattr(glyph_experiment, "build_learner", lambda: learner)
+    result = trainer.run()
     assert len(losses) == 4 and math.isfinite(losses[-1])  # the step's loss looked fine
     assert result.status == "diverged" and result.steps == 4, result
     assert "diverged at step 4 (non-finite weights)" in result.error

@@ -17,7 +17,8 @@ packages with ``pip install "metagui[encoders]"``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,13 @@ class SentenceEncoder:
         self._cache: dict[str, np.ndarray] = {}
         self._disk: EmbeddingCache | None = None
         if self.format == "sentence-transformers":
-            # a local folder only: never ask a model hub (it may be unreachable, and slow to say so)
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError:
                 raise _missing("sentence-transformers") from None
             try:
-                self._model: Any = SentenceTransformer(str(self.folder), device="cpu", local_files_only=True)
+                with _hub_offline():
+                    self._model: Any = SentenceTransformer(str(self.folder), device="cpu", local_files_only=True)
             except Exception as exc:  # the package raises many kinds; the user needs the message
                 raise ConfigError(f"cannot load the sentence-transformers model in {self.folder}: {exc}") from None
             dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
@@ -146,6 +145,25 @@ class SentenceEncoder:
         return out
 
 
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """A local folder only: never ask a model hub while loading (it may be unreachable, and slow
+    to say so). The environment is restored afterwards, so a download asked for later (a model
+    id, ``core.encoder_source``) is still allowed."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    saved = {v: os.environ.get(v) for v in names}
+    for v in names:
+        os.environ.setdefault(v, "1")
+    try:
+        yield
+    finally:
+        for v, value in saved.items():
+            if value is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = value
+
+
 _LOADED: dict[str, SentenceEncoder] = {}
 
 
@@ -159,15 +177,6 @@ def sentence_encoder(spec: str | Path, progress: Callable[[int, int], None] | No
     if key not in _LOADED:
         folder = str(resolve_encoder(key, progress, cancel))
         if folder not in _LOADED:
-            # loading sets HF_HUB_OFFLINE for itself; a download asked for later must still be allowed
-            saved = {v: os.environ.get(v) for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-            try:
-                _LOADED[folder] = SentenceEncoder(folder)
-            finally:
-                for v, value in saved.items():
-                    if value is None:
-                        os.environ.pop(v, None)
-                    else:
-                        os.environ[v] = value
+            _LOADED[folder] = SentenceEncoder(folder)
         _LOADED[key] = _LOADED[folder]
     return _LOADED[key]
