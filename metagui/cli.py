@@ -402,7 +402,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_tour(args: argparse.Namespace) -> int:
-    from metagui.tour import run_tour
+    from metagui.gui.tour import run_tour
 
     summary = run_tour(args.out, steps=args.steps, db=args.db)
     print(json.dumps(summary, indent=1))
@@ -410,14 +410,14 @@ def cmd_tour(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from metagui.core.bench import bench_train
+    from metagui.bench.train import bench_train
 
     bench_train([a.strip() for a in args.algorithms.split(",") if a.strip()], steps=args.steps, device=args.device)
     return 0
 
 
 def cmd_bench_learn(args: argparse.Namespace) -> int:
-    from metagui.core.bench import bench_learn
+    from metagui.bench.learn import bench_learn
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     bench_learn(split(args.algorithms), split(args.sources), args.steps, args.omniglot)
@@ -426,7 +426,7 @@ def cmd_bench_learn(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_bandits(args: argparse.Namespace) -> int:
-    from metagui.core.bench import bench_bandits
+    from metagui.bench.bandits import bench_bandits
     from metagui.core.errors import ConfigError
 
     try:
@@ -440,7 +440,7 @@ def cmd_bench_bandits(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_ambiguous(args: argparse.Namespace) -> int:
-    from metagui.core.bench import bench_ambiguous
+    from metagui.bench.ambiguous import bench_ambiguous
 
     bench_ambiguous(args.steps, args.out, args.samples)
     return 0
@@ -449,7 +449,7 @@ def cmd_bench_ambiguous(args: argparse.Namespace) -> int:
 def cmd_bench_text(args: argparse.Namespace) -> int:
     import json
 
-    from metagui.core.text_bench import (
+    from metagui.bench.text import (
         PRETRAINED_SETTINGS,
         SETTINGS,
         bench_text,
@@ -475,7 +475,7 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_chat(args: argparse.Namespace) -> int:
-    from metagui.core.bench import bench_chat
+    from metagui.bench.chat import bench_chat
     from metagui.core.errors import ConfigError
 
     steps: dict[str, int] = {}

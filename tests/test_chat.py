@@ -26,7 +26,7 @@ from metagui.core.chat import (
     image_to_data_uri,
     support_from_dataset,
 )
-from metagui.core.chat_bench import (
+from metagui.bench.chat import (
     NEW_INTENT,
     NEW_INTENT_EXAMPLES,
     NEW_INTENT_HELD_OUT,
@@ -324,7 +324,7 @@ def test_bench_chat_command_is_wired(monkeypatch, capsys):
     from metagui import cli
 
     seen = {}
-    monkeypatch.setattr("metagui.core.bench.bench_chat", lambda *a, **k: seen.update(args=a, kw=k) or [])
+    monkeypatch.setattr("metagui.bench.chat.bench_chat", lambda *a, **k: seen.update(args=a, kw=k) or [])
     assert cli.main(["bench", "chat", "--steps", "protonet=3", "--algorithms", "protonet", "--data", str(BANKING)]) == 0
     assert seen["args"][2] == {"protonet": 3} and seen["kw"]["threads"] == 2
     assert cli.main(["bench", "chat", "--steps", "protonet=x", "--data", str(BANKING)]) == 2

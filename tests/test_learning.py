@@ -11,7 +11,7 @@ runs the same checks with larger budgets and prints the figures.
 
 import pytest
 
-from metagui.core.bench import learn_config, learning_check
+from metagui.bench.learn import learn_config, learning_check
 from metagui.core.experiment import Experiment
 from tests.helpers import OMNIGLOT_SMALL1, needs_omniglot, paired_gain, trained_and_untrained
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from metagui.bench.ambiguous import ambiguity_check, platipus_config
+from metagui.bench.learn import learning_check
 from metagui.core import algorithms
-from metagui.core.bench import ambiguity_check, learning_check, platipus_config
 from metagui.core.data.ambiguous import (
     AmbiguousTasks,
     ambiguous_support,

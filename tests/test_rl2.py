@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from metagui.bench.bandits import bandit_check, bandit_config
 from metagui.core import algorithms
-from metagui.core.bench import bandit_check, bandit_config
 from metagui.core.errors import ConfigError
 from metagui.core.evaluation import load_learner
 from metagui.core.experiment import Experiment, mean_ci95

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metagui.core import text_bench as tb
+from metagui.bench import text as tb
 from metagui.core.models import (
     NgramEncoder,
     Preprocessing,

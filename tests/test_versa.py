@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from metagui.bench.learn import learn_config, learning_check
 from metagui.core import algorithms
-from metagui.core.bench import learn_config, learning_check
 from metagui.core.models import Conv4, Preprocessing, TextEncoder, TextFeaturizer
 from metagui.core.tasks import EpisodeBatch
 from tests.helpers import OMNIGLOT_SMALL1, needs_omniglot, paired_gain, trained_and_untrained

@@ -345,14 +345,15 @@ def lexical_ceiling(banking: str | Path, settings: Sequence[str] = SETTINGS, epi
     the ``reweightings`` variant best on ``source`` episodes of the meta-training data (a
     fair choice: what meta-training could find at best) and the one best on the test
     episodes themselves (optimistic: it peeks), against the margin the bar asks for."""
-    from metagui.core.models import Preprocessing, _text_ids, text_types
+    from metagui.core.models import Preprocessing, TextFeaturizer, text_types
 
     pre = Preprocessing(modality="text")
+    featurizer = TextFeaturizer(pre)  # the built-in encoder's token ids (featurizer version 2)
     types = text_types(pre)
     block = pre.text_buckets // types
 
     def analyzer(text: str) -> list[int]:
-        return list(_text_ids(text, pre.text_buckets, pre.ngram_min, pre.ngram_max, pre.max_tokens))
+        return featurizer.ids(text)
 
     def type_of(token: object) -> int:
         return min((int(token) - 1) // block, types - 1)

@@ -1,7 +1,7 @@
 """``metagui tour``: a scripted walk through the real window, clicked as a user would, with
 one screenshot per step and a summary of measured figures (summary.json).
 
-    from metagui.tour import run_tour
+    from metagui.gui.tour import run_tour
     summary = run_tour("/tmp/tour", steps=60)
 
 Runs offscreen when there is no display. The run store is a fresh database inside
