@@ -14,18 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from metagui.core import algorithms
-from metagui.core.chat import (
-    DATA_URI,
-    ChatEngine,
-    RegressionEngine,
-    SupportSet,
-    gradient_start,
-    held_out_accuracy,
-    humanise,
-    image_to_data_uri,
-    support_from_dataset,
-)
 from metagui.bench.chat import (
     NEW_INTENT,
     NEW_INTENT_EXAMPLES,
@@ -36,7 +24,23 @@ from metagui.bench.chat import (
     held_out_messages,
     meta_train,
 )
-from metagui.core.errors import ConfigError, DataError
+from metagui.core import algorithms
+from metagui.core.chat import (
+    DATA_URI,
+    ChatEngine,
+    ChatSession,
+    NotAdapted,
+    RegressionEngine,
+    SupportSet,
+    gradient_start,
+    held_out_accuracy,
+    held_out_classes,
+    humanise,
+    image_to_data_uri,
+    open_run,
+    support_from_dataset,
+)
+from metagui.core.errors import ConfigError, DataError, MetaGUIError
 from metagui.core.models import Preprocessing, make_backbone
 from tests.helpers import BANKING, needs_banking
 
@@ -269,6 +273,183 @@ def test_image_examples_from_data_uris_and_files(tmp_path):
     assert eng.answer(str(path)).intent == "class 2"
     with pytest.raises(DataError, match="cannot read"):
         eng.answer(str(tmp_path / "nope.png"))
+
+
+# --- the chat session (what the "Try it" pane runs) ------------------------------------------------------
+INTENTS = {
+    "lights_on": ["turn on the lights", "switch the lamp on", "lights on please", "light up the room"],
+    "weather": ["what is the weather", "will it rain today", "is it sunny outside", "forecast for tomorrow"],
+    "timer": ["set a timer for ten minutes", "start a 5 minute timer", "timer for an hour", "count down 3 minutes"],
+    "music": ["play some jazz", "put on music", "next song please", "turn the music up"],
+    "shopping": ["add milk to my list", "put eggs on the shopping list", "I need bread", "buy apples"],
+    "call": ["call mum", "phone my brother", "ring the office", "dial 911"],
+    "alarm": ["wake me at 7", "set an alarm", "alarm for six tomorrow", "cancel my alarm"],
+    "news": ["read the news", "what happened today", "latest headlines", "any news"],
+}
+
+
+@pytest.fixture
+def intents_table(tmp_path):
+    from metagui.core.config import DatasetConfig
+    from metagui.core.data import load_dataset
+
+    path = tmp_path / "intents.csv"
+    path.write_text("text,intent\n" + "".join(f"{t},{n}\n" for n, ts in INTENTS.items() for t in ts), encoding="utf-8")
+    cfg = DatasetConfig(source="text_table", path=str(path), text_column="text", label_column="intent")
+    return cfg, load_dataset(cfg)
+
+
+def test_session_starts_from_held_out_classes_else_the_datasets(intents_table):
+    from metagui.core.config import TaskConfig
+
+    _, ds = intents_table
+    held, note = held_out_classes(ds, TaskConfig(train_ratio=0.5, val_ratio=0.25))
+    assert len(held) == 2 and set(held) < set(ds.classes) and note == ""
+    everything, note = held_out_classes(ds, TaskConfig(train_ratio=1.0, val_ratio=0.0))
+    assert everything == ds.classes and "no test classes" in note  # nothing held out: the dataset's classes
+    session = ChatSession(ChatEngine(untrained("protonet"), TEXT), ds, held, shots=3)
+    assert session.start_classes("held_out") == held and session.start_classes("all") == ds.classes
+    assert session.start_classes("empty") == []
+    with pytest.raises(ConfigError, match="starts from"):
+        session.start_classes("everything")
+    ad = session.start("held_out")
+    assert ad.names == held and session.support.counts() == dict.fromkeys(held, 3) and session.note == ""
+    assert session.start("empty") is None and len(session.support) == 0 and "two intents" in session.problem()
+    ad = session.start("all")
+    assert ad.names == ds.classes and session.adaptation is ad
+
+
+def test_session_platipus_starts_with_as_many_classes_as_it_was_trained_for(intents_table):
+    _, ds = intents_table
+    session = ChatSession(ChatEngine(untrained("platipus", 2), TEXT), ds, ds.classes[:4], shots=2)
+    ad = session.start("held_out")  # PLATIPUS adapts to exactly its training way: 2 of the 4
+    assert ad.names == ds.classes[:2] and session.support.names == ds.classes[:2]
+    assert "exactly 2 classes" in session.note
+    with pytest.raises(ConfigError, match="cannot adapt to 3"):
+        session.add_intent("extra", ["one more example"])
+        session.adapt()
+
+
+def test_open_run_makes_a_session_on_the_runs_held_out_classes(tmp_path, intents_table):
+    from metagui.core.presets import default_config
+    from metagui.core.store import RunStore
+    from metagui.core.tasks import split_classes
+    from metagui.core.trainer import Trainer
+
+    data_cfg, ds = intents_table
+    cfg = default_config("protonet", "intents")
+    cfg.dataset = data_cfg
+    cfg.task.way, cfg.task.shot, cfg.task.query, cfg.task.train_ratio, cfg.task.val_ratio = 2, 2, 1, 0.5, 0.25
+    cfg.training.steps, cfg.training.val_every, cfg.training.val_episodes = 2, 2, 2
+    store = RunStore(tmp_path / "runs.db")
+    run_id = Trainer(cfg, store).run().run_id
+    store.close()
+    asked = []
+    session = open_run(tmp_path / "runs.db", run_id, reuse=lambda d: asked.append(d) or ds)
+    assert isinstance(session, ChatSession) and session.run_id == run_id and session.dataset is ds
+    assert asked and asked[0].path == data_cfg.path  # the dataset the app holds was offered first
+    held = [ds.classes[i] for i in split_classes(ds, cfg.task)["test"]]
+    assert session.held_out == held and session.support.names == held
+    assert set(session.support.counts().values()) == {2} and session.adaptation.names == held
+    empty = open_run(tmp_path / "runs.db", run_id, start="empty")
+    assert len(empty.support) == 0 and empty.adaptation is None and empty.dataset is not ds
+
+
+def test_session_edits_the_support_set():
+    session = ChatSession(ChatEngine(untrained("protonet"), TEXT, toy_support()))
+    assert session.add_intent("  order   pizza ", ["a pizza please", "pizza"], "On its way.") == "order pizza"
+    assert session.add_example("order pizza", "large pizza") and not session.add_example("order pizza", " pizza ")
+    with pytest.raises(DataError, match="already"):
+        session.add_intent("order pizza")
+    with pytest.raises(DataError, match="no intent"):
+        session.add_example("nothing", "text")
+    assert session.set_reply("order pizza", " Coming! ") and not session.set_reply("order pizza", "Coming!")
+    assert session.support["order pizza"].reply == "Coming!"
+    assert session.remove(["weather"], [("weather", 0), ("timer", 0), ("timer", 2)])
+    assert "weather" not in session.support and session.support["timer"].examples == ["start a 5 minute timer"]
+    assert not session.remove()
+    with pytest.raises(DataError, match="image model"):
+        session.add_images("timer", ["x.png"])
+    image = ChatSession(ChatEngine(untrained("protonet"), Preprocessing(modality="image", image_size=28, channels=1)))
+    image.support.add_intent("cats")
+    assert image.add_images("", ["/data/cats/1.png", "/data/cats/2.png"]) == "cats 2"  # named after the folder
+    assert image.add_images("cats", ["/data/x/3.png"]) == "cats" and image.support.counts() == {"cats": 1, "cats 2": 2}
+
+
+def test_session_feedback_changes_the_next_answer():
+    session = ChatSession(ChatEngine(untrained("protonet"), TEXT, toy_support(), threshold=0.0))
+    with pytest.raises(NotAdapted, match="Adapt to the support set first"):
+        session.ask("hello")
+    assert issubclass(NotAdapted, DataError) and session.ask("   ") is None
+    session.adapt()
+    message = "put the kettle timer on for me"
+    first = session.ask(message)
+    wrong = session.corrections(0)
+    assert first.intent not in wrong and set(wrong) | {first.intent} == set(session.support.names)
+    target = next(n for n in wrong if n != "timer")  # deliberately odd: the model must follow the user
+    assert session.feedback(0, target) == {"intent": target, "correct": False, "added": True}
+    assert message in session.support[target].examples
+    assert session.adaptation.examples == 9  # nothing re-adapts before the caller asks
+    session.adapt(session.snapshot())
+    again = session.ask(message)
+    assert again.intent == target != first.intent
+    assert session.feedback(1) == {"intent": target, "correct": True, "added": False}  # right: already an example
+    session.feedback(1, "brand_new")
+    session.adapt()
+    assert session.support["brand_new"].examples == [message] and session.ask(message).intent == "brand_new"
+
+
+def test_session_transcripts_round_trip(tmp_path):
+    from metagui.core.store import RunStore
+
+    session = ChatSession(ChatEngine(untrained("protonet"), TEXT, toy_support(), run_id=3))
+    session.adapt()
+    session.ask("is it going to rain", compare=True)
+    session.ask("lights on in the kitchen")
+    session.feedback(1, "lights_on")
+    out = session.export_transcript(tmp_path / "chat.json")
+    rows = list(csv.DictReader(session.export_transcript(tmp_path / "chat.csv").open(encoding="utf-8")))
+    assert [r["message"] for r in rows] == ["is it going to rain", "lights on in the kitchen"]
+    assert rows[0]["before_intent"] and rows[1]["feedback_intent"] == "lights_on"
+    other = ChatSession(ChatEngine(untrained("protonet"), TEXT, run_id=3))
+    other.import_transcript(out)
+    assert json.loads(json.dumps(other.transcript)) == json.loads(json.dumps(session.transcript))
+    assert other.support.to_dict() == session.support.to_dict() and other.adaptation is None
+    assert json.loads(out.read_text())["title"] == "chat"
+    with pytest.raises(DataError, match="not a transcript"):
+        other.import_transcript(tmp_path / "chat.csv")
+    with pytest.raises(DataError, match="cannot read"):
+        other.import_transcript(tmp_path / "missing.json")
+    # in the run store: saving again updates the same transcript; reopening continues it
+    store = RunStore(tmp_path / "runs.db")
+    tid = session.save(store, "demo")
+    session.ask("start a timer")
+    assert session.save(store, "demo") == tid and len(session.saved(store)) == 1
+    session.clear()
+    assert session.transcript == [] and session.transcript_id is None
+    session.open(session.saved(store)[0])
+    assert session.transcript_id == tid and len(session.transcript) == 3
+    store.close()
+
+
+def test_session_csv_import_and_its_errors(tmp_path):
+    session = ChatSession(ChatEngine(untrained("protonet"), TEXT, toy_support()))
+    good = tmp_path / "more.csv"
+    good.write_text("intent,example,reply\nopening_hours,when do you open,We open at 9.\n"
+                    "opening_hours,are you open on sunday,\nweather,what is the weather\n", encoding="utf-8")
+    assert session.import_csv(good) == (1, 2)  # the weather example was there already
+    assert session.support["opening_hours"].reply == "We open at 9."
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    (tmp_path / "columns.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    (tmp_path / "header.csv").write_text("intent,example\n", encoding="utf-8")
+    for name, says in [("missing.csv", "cannot read"), ("empty.csv", "is empty"),
+                       ("columns.csv", "needs an intent column"), ("header.csv", "has no rows with an intent")]:
+        with pytest.raises(MetaGUIError, match=says) as caught:
+            session.import_csv(tmp_path / name)
+        assert isinstance(caught.value, DataError), name
+    assert session.support.counts()["opening_hours"] == 2  # nothing lost on a bad file
+    back = ChatSession(ChatEngine(untrained("protonet"), TEXT))
+    assert back.import_csv(session.export_support(tmp_path / "support.csv")) == (4, session.support.n_examples)
 
 
 # --- Banking77 ------------------------------------------------------------------------------------------------

@@ -71,58 +71,60 @@ def readapted(page, wait_until, before: int) -> None:
 
 def test_adapts_answers_and_learns_from_feedback(chat, qtbot, wait_until):
     w, page, ids = chat
+    support_panel, chat_panel = page.support_panel, page.conversation_panel
     assert page.run_id == ids["intents"]  # the latest run is the default
     assert page.run_combo.count() == 3
     eng = page.engine
     assert len(eng.support) == 9 and set(eng.support.counts().values()) == {5}  # the 9 held-out intents
-    assert page.tree.topLevelItemCount() == 9 and page.tree.topLevelItem(0).text(1) == "5"
-    assert page.counts_label.text() == "9 intents, 45 examples"
-    assert page.adapt_label.text().startswith("Adapted in") and eng.adaptation.ms > 0
+    assert support_panel.tree.topLevelItemCount() == 9 and support_panel.tree.topLevelItem(0).text(1) == "5"
+    assert support_panel.counts_label.text() == "9 intents, 45 examples"
+    assert support_panel.adapt_label.text().startswith("Adapted in") and eng.adaptation.ms > 0
     assert all(eng.support[n].reply for n in eng.support.names)  # Home Assistant's own response texts
 
-    page.threshold.setValue(0.0)
+    chat_panel.threshold.setValue(0.0)
     e = ask(qtbot, page, "set the kitchen lights to 50 percent")
-    assert e["answer"]["reply"] in page.view.toPlainText() and "✓ Right" in page.view.toPlainText()
+    assert e["answer"]["reply"] in chat_panel.view.toPlainText() and "✓ Right" in chat_panel.view.toPlainText()
     assert len(e["answer"]["alternatives"]) == 3
 
     # wrong: choose the right intent from the menu; the message joins it and the model re-adapts
     target = next(n for n in eng.support.names if n != e["answer"]["intent"])
     count, adapts = eng.support.counts()[target], page.adapt_count
     p_before = float(eng.probabilities([e["message"]])[0, eng.adaptation.names.index(target)])
-    page.view.anchorClicked.emit(QUrl("fb:0:wrong"))
-    action = next(a for a in page._feedback_menu.actions() if a.text() == target)
+    chat_panel.view.anchorClicked.emit(QUrl("fb:0:wrong"))
+    action = next(a for a in chat_panel.feedback_menu.actions() if a.text() == target)
     action.trigger()
     readapted(page, wait_until, adapts)
     assert eng.support.counts()[target] == count + 1 and eng.adaptation.examples == 46
-    assert page.tree.intent_item(target).text(1) == str(count + 1)
-    assert f"Corrected to “{target}”" in page.view.toPlainText()
+    assert support_panel.tree.intent_item(target).text(1) == str(count + 1)
+    assert f"Corrected to “{target}”" in chat_panel.view.toPlainText()
     p_after = float(eng.probabilities([e["message"]])[0, eng.adaptation.names.index(target)])
     assert p_after > p_before  # the model moved towards the correction at once
 
     # right: the message is kept as an example of the predicted intent
     e = ask(qtbot, page, "start the vacuum cleaner")
     adapts = page.adapt_count
-    page.view.anchorClicked.emit(QUrl("fb:1:right"))
+    chat_panel.view.anchorClicked.emit(QUrl("fb:1:right"))
     readapted(page, wait_until, adapts)
     assert "start the vacuum cleaner" in eng.support[e["answer"]["intent"]].examples
 
     # before / after, side by side
     qtbot.mouseClick(page.compare, Qt.MouseButton.LeftButton)
     e = ask(qtbot, page, "turn the volume up a bit")
-    assert e["before"] is not None and "BEFORE" in page.view.toPlainText() and "AFTER" in page.view.toPlainText()
-    assert eng.baseline_label in page.view.toPlainText()
+    assert e["before"] is not None and "BEFORE" in chat_panel.view.toPlainText() and "AFTER" in chat_panel.view.toPlainText()
+    assert eng.baseline_label in chat_panel.view.toPlainText()
 
     # a high threshold: the assistant asks instead of guessing
-    page.threshold.setValue(1.0)
+    chat_panel.threshold.setValue(1.0)
     e = ask(qtbot, page, "close the blinds")
-    assert e["answer"]["fallback"] and "I'm not sure I understood" in page.view.toPlainText()
+    assert e["answer"]["fallback"] and "I'm not sure I understood" in chat_panel.view.toPlainText()
 
 
 def test_new_intent_typed_in_the_pane_is_recognised(chat, qtbot, wait_until):
     w, page, _ = chat
+    support_panel, chat_panel = page.support_panel, page.conversation_panel
     adapts = page.adapt_count
-    qtbot.mouseClick(page.add_intent_button, Qt.MouseButton.LeftButton)
-    dlg = page._add_dialog
+    qtbot.mouseClick(support_panel.add_intent_button, Qt.MouseButton.LeftButton)
+    dlg = support_panel.add_dialog
     qtbot.keyClicks(dlg.name, "order_pizza")
     dlg.examples.setPlainText("order a pizza\nI want to order a pizza\nget me a large pizza\n"
                               "can I order pizza for delivery\npizza delivery please")
@@ -131,43 +133,44 @@ def test_new_intent_typed_in_the_pane_is_recognised(chat, qtbot, wait_until):
     readapted(page, wait_until, adapts)
     eng = page.engine
     assert eng.support.counts()["order_pizza"] == 5 and len(eng.adaptation.names) == 10
-    assert page.tree.selected_intent() == "order_pizza"
-    page.threshold.setValue(0.0)
+    assert support_panel.tree.selected_intent() == "order_pizza"
+    chat_panel.threshold.setValue(0.0)
     e = ask(qtbot, page, "please order me a pizza")
-    assert e["answer"]["intent"] == "order_pizza" and "Your pizza is on its way." in page.view.toPlainText()
+    assert e["answer"]["intent"] == "order_pizza" and "Your pizza is on its way." in chat_panel.view.toPlainText()
     # add one more example by hand, edit the reply
     adapts = page.adapt_count
-    qtbot.keyClicks(page.example_edit, "pizza for dinner tonight")
-    qtbot.keyClick(page.example_edit, Qt.Key.Key_Return)
+    qtbot.keyClicks(support_panel.example_edit, "pizza for dinner tonight")
+    qtbot.keyClick(support_panel.example_edit, Qt.Key.Key_Return)
     readapted(page, wait_until, adapts)
     assert eng.support.counts()["order_pizza"] == 6
-    page.reply_edit.setText("On its way!")
-    page.reply_edit.editingFinished.emit()
+    support_panel.reply_edit.setText("On its way!")
+    support_panel.reply_edit.editingFinished.emit()
     assert eng.support["order_pizza"].reply == "On its way!"
     # remove it again (selected intent, Remove)
     adapts = page.adapt_count
-    page.tree.setCurrentItem(page.tree.intent_item("order_pizza"))
-    qtbot.mouseClick(page.remove_button, Qt.MouseButton.LeftButton)
+    support_panel.tree.setCurrentItem(support_panel.tree.intent_item("order_pizza"))
+    qtbot.mouseClick(support_panel.remove_button, Qt.MouseButton.LeftButton)
     readapted(page, wait_until, adapts)
     assert "order_pizza" not in eng.support and len(eng.adaptation.names) == 9
 
 
 def test_transcripts_save_reopen_export_and_csv_intents(chat, qtbot, tmp_path, wait_until):
     w, page, ids = chat
+    support_panel, chat_panel = page.support_panel, page.conversation_panel
     ask(qtbot, page, "pause the timer")
     page.give_feedback(0, page.engine.support.names[0])
-    tid = page.save_transcript("demo chat")
+    tid = chat_panel.save_transcript("demo chat")
     row = w.state.store.transcripts(ids["intents"])[0]
     assert row["id"] == tid and row["messages"][0]["message"] == "pause the timer"
     assert row["support"]["intents"][0]["examples"][-1] == "pause the timer"
-    qtbot.mouseClick(page.clear_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(chat_panel.clear_button, Qt.MouseButton.LeftButton)
     assert page.engine.transcript == []
-    page.reset_support()
-    page.open_transcript(tid)
-    assert len(page.engine.transcript) == 1 and "pause the timer" in page.view.toPlainText()
+    support_panel.reset_support()
+    chat_panel.open_transcript(tid)
+    assert len(page.engine.transcript) == 1 and "pause the timer" in chat_panel.view.toPlainText()
     assert "pause the timer" in page.engine.support[page.engine.support.names[0]].examples
-    page.export_transcript(str(tmp_path / "chat.json"))
-    page.export_transcript(str(tmp_path / "chat.csv"))
+    chat_panel.export_transcript(str(tmp_path / "chat.json"))
+    chat_panel.export_transcript(str(tmp_path / "chat.csv"))
     assert json.loads((tmp_path / "chat.json").read_text())["messages"][0]["message"] == "pause the timer"
     assert next(csv.DictReader((tmp_path / "chat.csv").open()))["message"] == "pause the timer"
     # intents from a CSV file, and the support set back out
@@ -175,27 +178,28 @@ def test_transcripts_save_reopen_export_and_csv_intents(chat, qtbot, tmp_path, w
     table.write_text("intent,example,reply\nopening_hours,when do you open,We open at 9.\n"
                      "opening_hours,are you open on sunday,\n", encoding="utf-8")
     adapts = page.adapt_count
-    page.import_csv(str(table))
+    support_panel.import_csv(str(table))
     readapted(page, wait_until, adapts)
     assert page.engine.support.counts()["opening_hours"] == 2 and "Imported 1 new intents" in page.banner.message()
-    page.export_support(str(tmp_path / "support.csv"))
+    support_panel.export_support(str(tmp_path / "support.csv"))
     rows = list(csv.DictReader((tmp_path / "support.csv").open()))
     assert {"intent", "example", "reply"} <= set(rows[0]) and rows[-1]["intent"] == "opening_hours"
 
 
 def test_demo_mode_full_screen_chat_and_escape(chat, qtbot):
     w, page, _ = chat
+    support_panel, chat_panel = page.support_panel, page.conversation_panel
     w.go("runs")
     w.actions["demo_mode"].trigger()
     assert w.demo_mode and w.current_step() == "chat"
     assert not w.sidebar.isVisible() and not w.menuBar().isVisible() and not w.statusBar().isVisible()
-    assert not page.header.isVisible() and not page.left_panel.isVisible() and page.demo_info.isVisible()
-    assert page.input.font().pointSizeF() >= 20 and page.view.scale > 1.5
+    assert not page.header.isVisible() and not support_panel.isVisible() and page.demo_info.isVisible()
+    assert page.input.font().pointSizeF() >= 20 and chat_panel.view.scale > 1.5
     assert w.windowState() & Qt.WindowState.WindowFullScreen
     e = ask(qtbot, page, "what is the temperature")
     assert e["answer"]["intent"]
     QTest.keyClick(w, Qt.Key.Key_Escape)
-    assert not w.demo_mode and w.sidebar.isVisible() and not page.left_panel.isHidden() and w.current_step() == "runs"
+    assert not w.demo_mode and w.sidebar.isVisible() and not support_panel.isHidden() and w.current_step() == "runs"
     assert not (w.windowState() & Qt.WindowState.WindowFullScreen)
     w.go("chat")
     QTest.keyClick(w, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
@@ -224,13 +228,14 @@ def test_images_dropped_onto_classes_and_into_the_chat(chat, tmp_path, wait_unti
     from metagui.core.chat import image_to_data_uri
 
     w, page, ids = chat
+    support_panel, chat_panel = page.support_panel, page.conversation_panel
     page.run_combo.setCurrentIndex(page.run_combo.findData(ids["glyphs"]))
     wait_until(lambda: page.run_id == ids["glyphs"] and not page.busy, 60, "the glyph run")
     eng = page.engine
-    assert eng.pre.modality == "image" and len(eng.support) >= 2 and page.image_button.isVisible()
+    assert eng.pre.modality == "image" and len(eng.support) >= 2 and chat_panel.image_button.isVisible()
     assert not page.input.isVisible()
     first = eng.support.names[0]
-    assert not page.tree.intent_item(first).child(0).icon(0).isNull()  # thumbnails
+    assert not support_panel.tree.intent_item(first).child(0).icon(0).isNull()  # thumbnails
     ds = page.dataset
     # the file of the class's own (1-shot) example: whatever the weights, a model that reads the
     # dropped file as it read the example answers that class
@@ -240,9 +245,9 @@ def test_images_dropped_onto_classes_and_into_the_chat(chat, tmp_path, wait_unti
     path = tmp_path / "glyph.png"
     Image.fromarray(ds.images[idx][0].numpy()).save(path)
     # into the chat: classified, with a thumbnail of the dropped image
-    _drop(page.view.viewport(), [path], QPoint(50, 50))
+    _drop(chat_panel.view.viewport(), [path], QPoint(50, 50))
     assert len(eng.transcript) == 1 and eng.transcript[0]["message"] == str(path)
-    shown = page.view.toPlainText()
+    shown = chat_panel.view.toPlainText()
     assert "glyph.png" in shown
     # the answer shown: the dropped glyph's own class, with its confidence as a percentage
     answer = eng.transcript[0]["answer"]
@@ -252,7 +257,7 @@ def test_images_dropped_onto_classes_and_into_the_chat(chat, tmp_path, wait_unti
     assert 100 / len(eng.support) < int(m.group(1)) <= 100 and int(m.group(1)) == round(100 * answer["confidence"])
     # onto a class: a new example of it
     adapts = page.adapt_count
-    tree = page.tree
+    tree = support_panel.tree
     tree.collapseAll()
     rect = tree.visualItemRect(tree.intent_item(first))
     _drop(tree.viewport(), [path], rect.center())
@@ -262,23 +267,24 @@ def test_images_dropped_onto_classes_and_into_the_chat(chat, tmp_path, wait_unti
 
 def test_regression_plot_clicks_add_points(chat, qtbot, wait_until):
     w, page, ids = chat
+    panel = page.regression_panel
     page.run_combo.setCurrentIndex(page.run_combo.findData(ids["sine"]))
-    wait_until(lambda: page.reg_engine is not None and not page.busy, 60, "the sinusoid run")
+    wait_until(lambda: panel.engine is not None and not page.busy, 60, "the sinusoid run")
     assert page.stack.currentIndex() == 2
-    reg = page.reg_engine
-    assert reg.truth is not None and page.last_fit.after is None and page.last_fit.before is not None
-    plot = page.reg_plot
+    reg = panel.engine
+    assert reg.truth is not None and panel.last_fit.after is None and panel.last_fit.before is not None
+    plot = panel.plot
     vb = plot.getViewBox()
     scene_pos = vb.mapViewToScene(QPointF(1.0, 2.0))
     view_pos = plot.mapFromScene(scene_pos)
     qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=view_pos)
     assert len(reg.points) == 1 and reg.points[0][0] == pytest.approx(1.0, abs=0.2)
-    assert page.last_fit.after is not None and "MSE before" in page.reg_label.text()
-    qtbot.mouseClick(page.sample_button, Qt.MouseButton.LeftButton)
+    assert panel.last_fit.after is not None and "MSE before" in panel.label.text()
+    qtbot.mouseClick(panel.sample_button, Qt.MouseButton.LeftButton)
     assert len(reg.points) == 6 and len(plot.points.data) == 6
     truth = reg.truth
-    qtbot.mouseClick(page.new_sine_button, Qt.MouseButton.LeftButton)
-    assert reg.truth != truth and reg.points == [] and page.last_fit.after is None
+    qtbot.mouseClick(panel.new_sine_button, Qt.MouseButton.LeftButton)
+    assert reg.truth != truth and reg.points == [] and panel.last_fit.after is None
 
 
 def test_without_trained_runs_the_pane_says_what_to_do(make_window, tmp_path):

@@ -108,9 +108,13 @@ class GradientLearner(MetaLearner):
     def inner_loop(
         self, params: Params, sx: torch.Tensor, sy: torch.Tensor, steps: int, create_graph: bool,
         curve: list[float] | None = None, qx: torch.Tensor | None = None, qy: torch.Tensor | None = None,
-        test_time: bool = False,
+        test_time: bool = False, step_sizes: dict[str, torch.Tensor | float] | None = None,
     ) -> Params:
+        """``steps`` gradient steps on the support loss. ``step_sizes`` (by parameter name)
+        replaces the learner's own, for heads whose shape differs from the meta-learned one."""
         step_size = self.test_step_size if test_time else self.step_size
+        if step_sizes is not None:
+            step_size = step_sizes.__getitem__
         for _ in range(steps):
             loss = self.task_loss(self.run(params, sx), sy)
             grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
@@ -185,6 +189,44 @@ class GradientLearner(MetaLearner):
         with torch.enable_grad():
             params = self.inner_loop(self.fast_params(n_way), support_x, support_y, self.hp["eval_steps"], False,
                                      test_time=True)
+        return self._adapted(params, support_x, n_way, start)
+
+    def head_start(self, n_way: int) -> tuple[Params, dict[str, torch.Tensor | float]]:
+        """Fast weights to adapt to ``n_way`` classes, whatever the head was meta-trained for,
+        and their test-time step sizes: the meta-learned body, and a head of the first
+        ``n_way`` meta-learned rows or, for more classes than it has, ``n_way`` identical rows
+        (the mean meta-learned row; identical rows start undecided, as a zero head would)."""
+        params: Params = {}
+        lrs: dict[str, torch.Tensor | float] = {}
+        for k, v in self.fast_params().items():
+            step = self.test_step_size(k)
+            if k.startswith("head."):
+                if n_way <= v.shape[0]:
+                    v = v.detach()[:n_way]
+                    step = step.detach()[:n_way] if isinstance(step, torch.Tensor) else step
+                else:
+                    v = v.detach().mean(0, keepdim=True).expand(n_way, *v.shape[1:])
+                    if isinstance(step, torch.Tensor):
+                        step = step.detach().mean(0, keepdim=True).expand(n_way, *step.shape[1:])
+            elif isinstance(step, torch.Tensor):
+                step = step.detach()
+            params[k] = v.detach().clone().requires_grad_(True)
+            lrs[k] = step
+        return params, lrs
+
+    def adapt_head(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int,
+                   steps: int | None = None) -> Predictor:
+        """Test-time adaptation to any number of classes: the inner loop from ``head_start``,
+        ``steps`` steps (default ``eval_steps``; 0: the meta-learned start itself)."""
+        self.eval()
+        start = time.perf_counter()
+        params, lrs = self.head_start(n_way)
+        steps = self.hp["eval_steps"] if steps is None else steps
+        with torch.enable_grad():
+            params = self.inner_loop(params, support_x, support_y, steps, False, step_sizes=lrs)
+        return self._adapted(params, support_x, n_way, start)
+
+    def _adapted(self, params: Params, support_x: torch.Tensor, n_way: int, start: float) -> Predictor:
         params = {k: v.detach() for k, v in params.items()}
         elapsed = time.perf_counter() - start
 
