@@ -1,7 +1,10 @@
 """The one config model of a run: edited by the GUI, read by the CLI, recorded by the store.
 
 A ``RunConfig`` round-trips through TOML (``to_toml`` / ``from_toml``), so a run started in
-the GUI can be repeated with ``metagui train run.toml``.
+the GUI can be repeated with ``metagui train run.toml``. It is written with only the fields
+that apply to its data source, task type and algorithm (``applicable_fields``), so a text
+run's file says nothing about bandit arms or glyph alphabets; a file with every field (as
+older versions wrote) still reads unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +18,29 @@ from typing import Any
 from metagui.core.errors import ConfigError
 
 DATASET_SOURCES = ("glyphs", "intents", "sinusoid", "ambiguous", "bandit", "mdp", "image_folder", "text_table", "catalog")
+
+# What each source reads besides ``source``: the fields its loader or task family uses, as an
+# algorithm declares its hyperparameters. A catalog entry of images also reads IMAGE_OPTIONS.
+IMAGE_OPTIONS = ("image_size", "channels", "invert", "rotations")
+SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "intents": ("languages", "seed"),
+    "glyphs": ("n_alphabets", "characters_per_alphabet", "drawers", "image_size", "rotations", "seed"),
+    "sinusoid": (),
+    "ambiguous": (),
+    "bandit": ("arms", "pulls"),
+    "mdp": ("states", "actions", "horizon", "trial_episodes"),
+    "image_folder": ("path", *IMAGE_OPTIONS),
+    "text_table": ("path", "text_column", "label_column", "domain_column", "delimiter", "encoding"),
+    "catalog": ("path",),
+}
+SOURCE_MODALITY = {"intents": "text", "glyphs": "image", "sinusoid": "regression", "ambiguous": "regression",
+                   "bandit": "bandit", "mdp": "mdp", "image_folder": "image", "text_table": "text"}
+# the task type of each modality, and the [task] fields it uses (classification: all of them)
+TASK_TYPES = {"text": "classification", "image": "classification", "regression": "regression",
+              "bandit": "rl", "mdp": "rl"}
+TASK_FIELDS: dict[str, tuple[str, ...] | None] = {"classification": None, "regression": ("shot", "query", "seed"),
+                                                  "rl": ()}
+TEXT_ONLY_ALGORITHM_FIELDS = ("text_encoder", "text_encoder_why")
 
 
 @dataclass
@@ -51,6 +77,40 @@ class DatasetConfig:
     actions: int = 5  # mdp
     horizon: int = 10  # mdp: steps per episode
     trial_episodes: int = 10  # mdp: episodes per task (the policy's memory spans them)
+
+    def modality(self) -> str:
+        """The modality this source produces, known before loading it."""
+        if self.source == "catalog":
+            entry = _catalog_entry(self.path)
+            return "image" if entry is not None and entry.kind == "image_zip" else "text"
+        return SOURCE_MODALITY.get(self.source, "text")
+
+    def fields_used(self) -> tuple[str, ...]:
+        """``source`` and the fields that its loader or task family reads (SOURCE_FIELDS)."""
+        used = SOURCE_FIELDS.get(self.source)
+        if used is None:  # a source this version does not know: keep everything
+            return tuple(f.name for f in fields(self))
+        if self.source == "catalog":
+            entry = _catalog_entry(self.path)
+            if entry is None or entry.kind == "image_zip":
+                used = used + IMAGE_OPTIONS
+        return ("source", *used)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that apply to this source (what a run's file and the store record)."""
+        used = self.fields_used()
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in used}
+
+
+def source_modality(cfg: DatasetConfig) -> str:
+    """The modality a dataset config will produce, known before loading it."""
+    return cfg.modality()
+
+
+def _catalog_entry(name: str):
+    from metagui.core.data.catalog import CATALOG  # lazily: the catalog imports the loaders
+
+    return CATALOG.get(name)
 
 
 @dataclass
@@ -105,7 +165,10 @@ class RunConfig:
 
     # --- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section, each with only the fields that apply (``applicable_fields``)."""
+        keep = applicable_fields(self)
+        return {name: {k: v for k, v in value.items() if k in keep[name]} if name in keep else value
+                for name, value in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -133,7 +196,29 @@ class RunConfig:
         Path(path).write_text(self.to_toml(), encoding="utf-8")
 
     def copy(self) -> RunConfig:
+        """A copy as its file would read back: fields that do not apply are at their defaults."""
         return RunConfig.from_dict(self.to_dict())
+
+
+def applicable_fields(cfg: RunConfig) -> dict[str, tuple[str, ...]]:
+    """Per section, the fields that the run's data source, task type and algorithm use.
+
+    dataset: ``source`` and what SOURCE_FIELDS declares for it; task: all for classification,
+    K and Q (and the preview seed) for regression, none for reinforcement learning; algorithm:
+    the text encoder only for text; training: everything. Hyperparameters are already the
+    algorithm's own (its schema rejects others), so they are written as they are.
+    """
+    modality = cfg.dataset.modality()
+    task_fields = TASK_FIELDS.get(TASK_TYPES.get(modality, "classification"))
+    algorithm = tuple(f.name for f in fields(AlgorithmConfig))
+    if modality != "text":
+        algorithm = tuple(k for k in algorithm if k not in TEXT_ONLY_ALGORITHM_FIELDS)
+    return {
+        "dataset": cfg.dataset.fields_used(),
+        "task": tuple(f.name for f in fields(TaskConfig)) if task_fields is None else task_fields,
+        "algorithm": algorithm,
+        "training": tuple(f.name for f in fields(TrainingConfig)),
+    }
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -205,10 +290,10 @@ def _toml_key(k: str) -> str:
 
 
 def dumps_toml(data: dict[str, Any]) -> str:
-    """Top-level scalars, then one [table] per nested dict (deeper dicts inline)."""
+    """Top-level scalars, then one [table] per nested dict (deeper dicts inline; empty ones left out)."""
     lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for name, table in data.items():
-        if isinstance(table, dict):
+        if isinstance(table, dict) and table:
             lines += ["", f"[{_toml_key(name)}]"]
             lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"

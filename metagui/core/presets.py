@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from metagui.core import algorithms
 from metagui.core.algorithms.base import PRETRAINED_PRESET, TEXT_PRESET
-from metagui.core.config import RunConfig
+from metagui.core.config import SOURCE_MODALITY, RunConfig
 from metagui.core.errors import ConfigError
 
 # task and training settings that suit each built-in on a laptop CPU
@@ -18,8 +18,6 @@ SOURCE_DEFAULTS: dict[str, dict] = {
     "mdp": {"dataset": {"states": 10, "actions": 5, "horizon": 10, "trial_episodes": 10},
             "training": {"steps": 1000, "val_every": 100, "val_episodes": 200}},
 }
-SOURCE_MODALITY = {"intents": "text", "glyphs": "image", "sinusoid": "regression", "ambiguous": "regression",
-                   "bandit": "bandit", "mdp": "mdp"}
 
 
 def default_hyperparams(algorithm: str, modality: str, pretrained: bool = False) -> dict:

@@ -1,19 +1,19 @@
 """What the pages share: the one run config being edited, the loaded dataset, the project.
 
 Pages edit ``state.config`` in place and call ``state.changed(section)``; everybody else
-listens to ``config_changed``. The store connection here belongs to the GUI thread; the
-training worker opens its own.
+listens to ``config_changed``; a page's widgets do both through their bindings
+(widgets/binding.py). The store connection here belongs to the GUI thread; the training
+worker opens its own.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from metagui.core.config import DatasetConfig, RunConfig
+from metagui.core.config import DatasetConfig, RunConfig, source_modality
 from metagui.core.data.base import TextDataset
 from metagui.core.encoder_source import USER_CHOICE, default_text_encoder
 from metagui.core.errors import MetaGUIError
@@ -25,25 +25,8 @@ DEMO_NAME = "Demo: voice intents with ProtoNet"
 
 
 def dataset_key(cfg: DatasetConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-
-
-def source_modality(cfg: DatasetConfig) -> str:
-    """The modality a dataset config will produce, known before loading it."""
-    from metagui.core.presets import SOURCE_MODALITY
-
-    if cfg.source in SOURCE_MODALITY:
-        return SOURCE_MODALITY[cfg.source]
-    if cfg.source == "text_table":
-        return "text"
-    if cfg.source == "image_folder":
-        return "image"
-    if cfg.source == "catalog":
-        from metagui.core.data.catalog import CATALOG
-
-        entry = CATALOG.get(cfg.path)
-        return "image" if entry is not None and entry.kind == "image_zip" else "text"
-    return "text"
+    """Which dataset a config describes: only the fields its source reads count."""
+    return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
 class AppState(QObject):

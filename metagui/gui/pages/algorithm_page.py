@@ -3,7 +3,7 @@ presets, the backbone network, the text encoder and the device to train on."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtCore import QRect, QSignalBlocker, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QComboBox,
@@ -14,9 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
-    QSplitter,
     QStyle,
     QStyledItemDelegate,
     QTreeWidget,
@@ -41,12 +39,16 @@ from metagui.core.errors import ConfigError
 from metagui.core.presets import default_hyperparams, matching_preset, pretrained_caveat
 from metagui.gui import theme
 from metagui.gui.state import AppState
+from metagui.gui.widgets.binding import FieldBinding, bind, binding_of, field_access
 from metagui.gui.widgets.common import (
     Banner,
     PageHeader,
     ProgressRow,
+    muted_label,
     next_footer,
     page_layout,
+    scroll_area,
+    splitter,
 )
 from metagui.gui.widgets.hyperparam_form import HyperParamForm
 from metagui.gui.workers import BackgroundTask
@@ -115,17 +117,35 @@ class AlgorithmPage(QWidget):
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self._syncing = False
+        self._shown: tuple[str, str] | None = None  # (algorithm, modality) the page is built for
+        self._form_for = ""  # the algorithm whose schema the form has
+        # model id -> why it cannot be used ("" = resolved); ids are checked off the GUI thread
+        self._encoder_problems: dict[str, str] = {}
+        self._encoder_tasks: dict[BackgroundTask, str] = {}
         outer = page_layout(self)
         self.header = PageHeader(
             "algorithm", "Algorithm",
             "Pick how the model learns to learn. Optimisation-based learners adapt weights with a few "
             "gradient steps; metric-based ones compare examples in a learned space.")
         outer.addWidget(self.header)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.setChildrenCollapsible(False)
+        split = splitter()
+        split.addWidget(self._build_tree())
+        split.addWidget(self._build_details())
+        split.setStretchFactor(1, 1)
         outer.addWidget(split, 1)
+        foot, self.next_button = next_footer("Train", self.next_requested)
+        outer.addLayout(foot)
+        # an edit here takes the backbone the page shows ("auto" where the config's does not suit the data)
+        for w in (self.tree, self.form, self.device, self.encoder_path):
+            binding_of(w).edited.connect(lambda _value: binding_of(self.backbone).commit())
+        state.config_changed.connect(self._on_config_changed)  # after the bindings: they show values first
+        state.dataset_changed.connect(self._on_dataset_changed)
+        self._on_config_changed("all")
+        self.header.refresh_theme()
 
+    # --- building ----------------------------------------------------------------------------
+    def _build_tree(self) -> QTreeWidget:
+        """Families, each with its algorithms."""
         self.tree = _AlgorithmTree()
         self.tree.setHeaderHidden(True)
         self.tree.setItemDelegate(_AlgorithmDelegate(self.tree))
@@ -156,9 +176,29 @@ class AlgorithmPage(QWidget):
                 top.addChild(it)
                 self.items[name] = it
             top.setExpanded(True)
-        split.addWidget(self.tree)
+        self._bind_tree()
+        return self.tree
 
-        # --- details ----------------------------------------------------------------------------
+    def _bind_tree(self) -> None:
+        """The current algorithm item is ``algorithm.name``."""
+
+        def picked() -> str | None:
+            it = self.tree.currentItem()
+            return it.data(0, NAME_ROLE) if it is not None and it.data(0, KIND_ROLE) == "algorithm" else None
+
+        def put(name: str) -> None:  # a new algorithm starts from its defaults for this data
+            a = self.state.config.algorithm
+            a.name = name
+            a.hyperparams = default_hyperparams(name, self.state.modality, bool(a.text_encoder))
+
+        def show(name: str) -> None:
+            if name in self.items:
+                self.tree.setCurrentItem(self.items[name])
+
+        FieldBinding(self.tree, self.state, "algorithm", get=lambda: self.algorithm, put=put, read=picked,
+                     show=show, signal=self.tree.currentItemChanged)
+
+    def _build_details(self) -> QWidget:
         host = QWidget()
         dl = QVBoxLayout(host)
         dl.setContentsMargins(10, 0, 4, 0)
@@ -167,39 +207,57 @@ class AlgorithmPage(QWidget):
         self.title.setObjectName("Big")
         self.summary = QLabel()
         self.summary.setWordWrap(True)
-        self.paper = QLabel()
-        self.paper.setObjectName("Muted")
-        self.paper.setWordWrap(True)
-        dl.addWidget(self.title)
-        dl.addWidget(self.summary)
-        dl.addWidget(self.paper)
+        self.paper = muted_label(wrap=True)
         self.banner = Banner()
-        dl.addWidget(self.banner)
+        for w in (self.title, self.summary, self.paper, self.banner, self._build_hyperparam_box(),
+                  self._build_model_box()):
+            dl.addWidget(w)
+        dl.addStretch(1)
+        return scroll_area(host)
 
-        hp_box = QGroupBox("Hyperparameters")
-        hl = QVBoxLayout(hp_box)
+    def _build_hyperparam_box(self) -> QGroupBox:
+        """Presets, and the form generated from the algorithm's schema (``algorithm.hyperparams``)."""
+        box = QGroupBox("Hyperparameters")
+        hl = QVBoxLayout(box)
         prow = QHBoxLayout()
         prow.addWidget(QLabel("Preset"))
         self.preset = QComboBox()
         self.preset.setToolTip("Settings from the paper or tuned for a kind of data; you can still edit every value")
+        self.preset.activated.connect(self._on_preset)
         prow.addWidget(self.preset, 1)
         self.reset_button = QPushButton("Defaults")
         self.reset_button.setToolTip("Set every hyperparameter back to its default")
+        self.reset_button.clicked.connect(lambda: self.form.reset())
         prow.addWidget(self.reset_button)
         hl.addLayout(prow)
         self.form = HyperParamForm()
         hl.addWidget(self.form)
-        dl.addWidget(hp_box)
+        get, put = field_access(self.state, "algorithm.hyperparams")
+        FieldBinding(self.form, self.state, "algorithm", get=get, put=put,
+                     read=lambda: None if self.form.validate() else self.form.values(),
+                     show=self._show_hyperparams, signal=self.form.changed)
+        self.form.changed.connect(self._on_form_checked)
+        return box
 
-        model_box = QGroupBox("Model and device")
-        mf = QFormLayout(model_box)
+    def _build_model_box(self) -> QGroupBox:
+        box = QGroupBox("Model and device")
+        mf = QFormLayout(box)
         self.backbone = QComboBox()
         self.backbone.setToolTip("The network that turns an example into features; the learner adds its own head")
+        bind(self.backbone, self.state, "algorithm.backbone")
+        mf.addRow("Backbone", self.backbone)
+        mf.addRow("Text encoder", self._build_encoder_row())
+        self.encoder_label = mf.labelForField(self.encoder_row)
         self.device = QComboBox()
         self.device.setToolTip("Where training runs. Automatic picks a CUDA GPU when there is one, else the CPU.")
-        mf.addRow("Backbone", self.backbone)
-        # text: a pretrained sentence encoder in place of the built-in one: an installed or cached
-        # model, a model id (downloaded once, off the GUI thread), or a local folder
+        self._fill_devices()
+        bind(self.device, self.state, "training.device", show=self._show_device)
+        mf.addRow("Device", self.device)
+        return box
+
+    def _build_encoder_row(self) -> QWidget:
+        """text: a pretrained sentence encoder in place of the built-in one: an installed or cached
+        model, a model id (downloaded once, off the GUI thread), or a local folder."""
         self.encoder_row = QWidget()
         ev = QVBoxLayout(self.encoder_row)
         ev.setContentsMargins(0, 0, 0, 0)
@@ -211,61 +269,39 @@ class AlgorithmPage(QWidget):
         self.encoder_pick.setCompleter(None)  # completing to a list label would rewrite a typed id or path
         self.encoder_pick.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.encoder_pick.setMinimumContentsLength(24)
+        self.encoder_pick.activated.connect(self._on_encoder_picked)
         self.encoder_path: QLineEdit = self.encoder_pick.lineEdit()
         self.encoder_path.setPlaceholderText("Built-in n-gram encoder (works offline)")
+        self.encoder_path.returnPressed.connect(lambda: self._on_encoder_entered(retry=True))
+        self.encoder_path.editingFinished.connect(self._on_encoder_entered)
         self.encoder_pick.setToolTip(
             "A pretrained sentence encoder: pick one on this computer, type a model id from the Hugging Face hub "
             "(e.g. sentence-transformers/all-MiniLM-L6-v2, downloaded once), or choose a folder with a "
             "sentence-transformers model (modules.json) or an ONNX model (model.onnx + tokenizer.json). It stays "
             "frozen; the learner trains a small adapter on top. Empty = the built-in encoder.")
         self.encoder_browse = QPushButton("Choose folder…")
+        self.encoder_browse.clicked.connect(self._browse_encoder)
         self.encoder_clear = QPushButton("Built-in")
         self.encoder_clear.setToolTip("Use the built-in n-gram encoder")
+        self.encoder_clear.clicked.connect(self._use_builtin_encoder)
         er.addWidget(self.encoder_pick, 1)
         er.addWidget(self.encoder_browse)
         er.addWidget(self.encoder_clear)
         ev.addLayout(er)
-        self.encoder_note = QLabel()
-        self.encoder_note.setObjectName("Muted")
-        self.encoder_note.setWordWrap(True)
+        self.encoder_note = muted_label(wrap=True)
         ev.addWidget(self.encoder_note)
         self.encoder_progress = ProgressRow()
         self.encoder_progress.cancel_requested.connect(self.cancel_encoder)
         ev.addWidget(self.encoder_progress)
-        # model id -> why it cannot be used ("" = resolved); ids are checked off the GUI thread
-        self._encoder_problems: dict[str, str] = {}
-        self._encoder_tasks: dict[BackgroundTask, str] = {}
-        mf.addRow("Text encoder", self.encoder_row)
-        self.encoder_label = mf.labelForField(self.encoder_row)
-        mf.addRow("Device", self.device)
-        dl.addWidget(model_box)
-        dl.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(host)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        split.addWidget(scroll)
-        split.setStretchFactor(1, 1)
 
-        foot, self.next_button = next_footer("Train", self.next_requested)
-        outer.addLayout(foot)
+        def put(spec: str) -> None:
+            a = self.state.config.algorithm
+            a.text_encoder, a.text_encoder_why = spec, USER_CHOICE
 
-        self._fill_devices()
-        self.tree.currentItemChanged.connect(self._on_pick)
-        self.form.changed.connect(self._on_form)
-        self.preset.activated.connect(self._on_preset)
-        self.reset_button.clicked.connect(self._on_reset)
-        self.backbone.activated.connect(self._on_model)
-        self.device.activated.connect(self._on_model)
-        self.encoder_path.returnPressed.connect(lambda: self._on_encoder_entered(retry=True))
-        self.encoder_path.editingFinished.connect(self._on_encoder_entered)
-        self.encoder_pick.activated.connect(self._on_encoder_picked)
-        self.encoder_browse.clicked.connect(self._browse_encoder)
-        self.encoder_clear.clicked.connect(self._use_builtin_encoder)
-        state.config_changed.connect(self._on_config_changed)
-        state.dataset_changed.connect(self.sync_from_config)
-        self.sync_from_config()
-        self.header.refresh_theme()
+        # the field is written when an entry is taken (Enter, leaving it, a pick), not per keystroke
+        FieldBinding(self.encoder_path, self.state, "algorithm", get=lambda: self.state.config.algorithm.text_encoder,
+                     put=put, read=self._encoder_spec, show=self._show_encoder)
+        return self.encoder_row
 
     def _fill_devices(self) -> None:
         from metagui.core.device import available_devices
@@ -275,80 +311,84 @@ class AlgorithmPage(QWidget):
         for d in available_devices():
             self.device.addItem(d.description if d.name == "cpu" else f"{d.name} — {d.description}", d.name)
 
-    # --- config <-> widgets -------------------------------------------------------------------
+    # --- showing the config -------------------------------------------------------------------
     @property
     def algorithm(self) -> str:
         return self.state.config.algorithm.name
 
-    def sync_from_config(self) -> None:
-        self._syncing = True
-        a = self.state.config.algorithm
-        it = self.items.get(a.name)
-        if it is not None:
-            self.tree.setCurrentItem(it)
-        self._show_algorithm(a.name)
-        self._syncing = False
+    def _on_dataset_changed(self) -> None:
+        self._on_config_changed("dataset")
+
+    def _on_config_changed(self, section: str) -> None:
+        if section in ("all", "dataset"):
+            self._show_algorithm(force=True)
+        elif section == "algorithm":
+            self._show_algorithm()
+        else:
+            return
+        self._show_preset()
         self.refresh()
 
-    def _show_algorithm(self, name: str) -> None:
+    def _show_algorithm(self, force: bool = False) -> None:
+        """What follows the algorithm and the data: title, presets, backbones, the encoder row."""
+        a, modality = self.state.config.algorithm, self.state.modality
+        if not force and self._shown == (a.name, modality):
+            return
         try:
-            cls = algorithms.get(name)
+            cls = algorithms.get(a.name)
         except ConfigError as exc:
             self.banner.show_message("error", str(exc))
             return
-        a = self.state.config.algorithm
+        self._shown = (a.name, modality)
         self.title.setText(cls.label)
         self.summary.setText(cls.summary)
         self.paper.setText(cls.paper)
-        self._syncing = True
-        self.form.build(cls.schema(), a.hyperparams if a.name == name else {})
+        binding_of(self.form).refresh(force=True)
         self.preset.clear()
         self.preset.addItem("Custom", "")
         for p in cls.presets:
             self.preset.addItem(p, p)
-        self._show_preset()
-        modality = self.state.modality
-        self.backbone.clear()
-        for b in ["auto"] + BACKBONES.get(modality, []):
-            self.backbone.addItem(BACKBONE_LABELS.get(b, b), b)
-        i = self.backbone.findData(a.backbone)
-        self.backbone.setCurrentIndex(max(0, i))
+        with QSignalBlocker(self.backbone):
+            self.backbone.clear()
+            for b in ["auto"] + BACKBONES.get(modality, []):
+                self.backbone.addItem(BACKBONE_LABELS.get(b, b), b)
+        binding_of(self.backbone).refresh(force=True)
         self.encoder_row.setVisible(modality == "text")
         self.encoder_label.setVisible(modality == "text")
         self._fill_encoders(a.text_encoder)
         if modality == "text":
             self._check_encoder(a.text_encoder, download=False)
-        j = self.device.findData(self.state.config.training.device)
+
+    def _show_hyperparams(self, values: dict) -> None:
+        name = self.algorithm
+        if self._form_for == name:
+            self.form.set_values(values)
+            return
+        try:
+            schema = algorithms.get(name).schema()
+        except ConfigError:
+            return  # said in the banner
+        self.form.build(schema, values)
+        self._form_for = name
+
+    def _show_device(self, device: str) -> None:
+        j = self.device.findData(device)
         if j < 0:
-            self.device.addItem(self.state.config.training.device, self.state.config.training.device)
+            self.device.addItem(device, device)
             j = self.device.count() - 1
         self.device.setCurrentIndex(j)
-        self._syncing = False
 
     def select_algorithm(self, name: str) -> None:
         """Choose ``name`` as a click on its entry would."""
         self.tree.setCurrentItem(self.items[name])
 
-    def _on_pick(self, current: QTreeWidgetItem | None, _prev=None) -> None:
-        if self._syncing or current is None or current.data(0, KIND_ROLE) != "algorithm":
-            return
-        name = current.data(0, NAME_ROLE)
-        a = self.state.config.algorithm
-        if name != a.name:
-            a.name = name
-            a.hyperparams = default_hyperparams(name, self.state.modality, bool(a.text_encoder))
-        self._show_algorithm(name)
-        self._commit()
-
     def _show_preset(self) -> None:
         """Show the preset whose settings the config has, or Custom."""
         self.preset.setCurrentIndex(max(0, self.preset.findData(matching_preset(self.state.config))))
 
-    def _on_form(self) -> None:
-        if self._syncing:
-            return
-        self._commit()
-        self._show_preset()
+    def _on_form_checked(self) -> None:
+        if self.form.validate():  # an invalid value is not written to the config: say why
+            self.refresh()
 
     def _on_preset(self, index: int) -> None:
         preset = self.preset.itemData(index)
@@ -358,24 +398,9 @@ class AlgorithmPage(QWidget):
 
         before = dict(vars(self.state.config.task))
         apply_preset(self.state.config, preset)
-        self._syncing = True
-        self.form.set_values(self.state.config.algorithm.hyperparams)
-        self._syncing = False
         self.state.changed("algorithm")
         if dict(vars(self.state.config.task)) != before:
             self.state.changed("task")
-        self.refresh()
-
-    def _on_reset(self) -> None:
-        self._syncing = True
-        self.form.set_values({})
-        self._syncing = False
-        self._commit()
-        self._show_preset()
-
-    def _on_model(self, *_: object) -> None:
-        if not self._syncing:
-            self._commit()
 
     # --- text encoder ----------------------------------------------------------------------------
     def _fill_encoders(self, spec: str) -> None:
@@ -433,8 +458,6 @@ class AlgorithmPage(QWidget):
     def _on_encoder_entered(self, retry: bool = False) -> None:
         """Take the field's value; an id not seen yet (or, on Enter or a pick, one that failed)
         is resolved in the background, downloading it when needed."""
-        if self._syncing:
-            return
         spec = self._encoder_spec()
         if spec != self.encoder_path.text():
             self.encoder_path.setText(spec)
@@ -445,12 +468,23 @@ class AlgorithmPage(QWidget):
             del self._encoder_problems[spec]
         self._show_encoder_note(spec)
         self._check_encoder(spec, download=True)
-        self._commit()
+        self._take_encoder()
 
     def _use_builtin_encoder(self) -> None:
         self.encoder_path.clear()
         self._show_encoder_note("")
-        self._commit()
+        self._take_encoder()
+
+    def _take_encoder(self) -> None:
+        """Write the field's encoder to the config (the user's choice now); the banner follows."""
+        if not binding_of(self.encoder_path).commit():
+            self.refresh()
+
+    def _show_encoder(self, spec: str) -> None:
+        self.encoder_path.setText(spec)
+        self._show_encoder_note(spec)
+        if self.state.modality == "text":
+            self._check_encoder(spec, download=False)
 
     def _browse_encoder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Pretrained sentence encoder folder", self.encoder_path.text())
@@ -514,24 +548,6 @@ class AlgorithmPage(QWidget):
             task.cancel()
             ok = task.wait(wait_ms) and ok
         return ok
-
-    def _commit(self) -> None:
-        a = self.state.config.algorithm
-        if not self.form.validate():
-            a.hyperparams = self.form.values()
-        a.backbone = str(self.backbone.currentData() or "auto")
-        spec = self._encoder_spec() if self.state.modality == "text" else ""
-        if spec != a.text_encoder:
-            a.text_encoder, a.text_encoder_why = spec, USER_CHOICE
-        self.state.config.training.device = str(self.device.currentData() or "auto")
-        self._syncing = True
-        self.state.changed("algorithm")
-        self._syncing = False
-        self.refresh()
-
-    def _on_config_changed(self, section: str) -> None:
-        if not self._syncing and section in ("all", "algorithm", "dataset", "training"):
-            self.sync_from_config()
 
     def check(self) -> str:
         try:

@@ -3,29 +3,25 @@ was loaded (statistics, examples, problems) before any training starts."""
 
 from __future__ import annotations
 
-import csv
+import copy
 import dataclasses
-import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
     QStackedWidget,
     QTabWidget,
     QVBoxLayout,
@@ -38,17 +34,21 @@ from metagui.core.data.catalog import CATALOG, Downloader
 from metagui.core.errors import DataError
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState, dataset_key
+from metagui.gui.widgets.binding import ConfigDraft, bind, spin_box
 from metagui.gui.widgets.common import (
     Banner,
     PageHeader,
     ProgressRow,
     StatTile,
     human_bytes,
+    muted_label,
     next_footer,
     page_layout,
     primary_button,
+    splitter,
 )
 from metagui.gui.widgets.items import TextItemsTable, ThumbnailGrid
+from metagui.gui.widgets.own_files import DropZone, guess_column, peek_columns
 from metagui.gui.workers import BackgroundTask
 
 SOURCES = [
@@ -61,79 +61,33 @@ SOURCES = [
 ]
 TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".json", ".txt"}
 CATALOG_SKIP = {"clinc150-domains"}  # fetched together with clinc150
+# a source's own file or entry: the other sources' options keep theirs when the config changes
+OWN_FIELDS = ("path", "text_column", "label_column", "domain_column")
 
 
-def peek_columns(path: str) -> list[str]:
-    """Column names of a text table, read from its first line (for the column pickers)."""
-    p = Path(path)
-    try:
-        with open(p, encoding="utf-8-sig", errors="replace") as f:
-            first = f.readline()
-    except OSError:
-        return []
-    first = first.strip()
-    if not first:
-        return []
-    if first.startswith("{"):
-        try:
-            return [str(k) for k in json.loads(first)]
-        except ValueError:
-            return []
-    try:
-        dialect = csv.Sniffer().sniff(first, delimiters=",;\t|")
-        return next(csv.reader([first], dialect))
-    except (csv.Error, StopIteration):
-        return next(csv.reader([first]), [])
+def _languages(text: str) -> list[str]:
+    """Language codes from "en, de; fr" (English when none)."""
+    return [x.strip() for x in text.replace(";", ",").split(",") if x.strip()] or ["en"]
 
 
-def guess_column(columns: list[str], hints: tuple[str, ...]) -> str:
-    low = {c.lower(): c for c in columns}
-    for h in hints:
-        if h in low:
-            return low[h]
-    for c in columns:
-        if any(h in c.lower() for h in hints):
-            return c
-    return ""
+def _form_page() -> tuple[QWidget, QFormLayout]:
+    w = QWidget()
+    f = QFormLayout(w)
+    f.setContentsMargins(0, 0, 0, 0)
+    return w, f
 
 
-class DropZone(QFrame):
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("DropZone")
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(12, 12, 12, 12)
-        self.icon = QLabel()
-        self.icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.label = QLabel("Your own data? Drop a folder of class folders, a .zip, or a .csv / .tsv / "
-                            ".jsonl table anywhere on this page, or choose it:")
-        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.label.setWordWrap(True)
-        self.label.setObjectName("Muted")
-        lay.addWidget(self.icon)
-        lay.addWidget(self.label)
-        btns = QHBoxLayout()
-        self.folder_button = QPushButton("Folder…")
-        self.file_button = QPushButton("File…")
-        btns.addStretch(1)
-        btns.addWidget(self.folder_button)
-        btns.addWidget(self.file_button)
-        btns.addStretch(1)
-        lay.addLayout(btns)
-        self.refresh_theme()
-
-    def set_active(self, on: bool) -> None:
-        self.setProperty("active", "true" if on else "false")
-        self.style().unpolish(self)
-        self.style().polish(self)
-
-    def refresh_theme(self) -> None:
-        self.icon.setPixmap(icons.pixmap("download", theme.current().muted, 28))
-        self.folder_button.setIcon(icons.icon("folder"))
-        self.file_button.setIcon(icons.icon("file"))
+def _note(text: str) -> QLabel:
+    note = QLabel(text)
+    note.setWordWrap(True)
+    return note
 
 
 class DataPage(QWidget):
+    """The Data step. Its options edit a draft of the dataset settings per source (``drafts``),
+    through bindings; Load puts the chosen source's draft into the config and loads it, so the
+    other pages follow the data only once it is loaded."""
+
     next_requested = Signal()
     loaded = Signal()
 
@@ -144,21 +98,32 @@ class DataPage(QWidget):
         self.task: BackgroundTask | None = None
         self._phase = 0
         self._last_done = 0
-        self._syncing = False
+        self.drafts: dict[str, ConfigDraft] = {}
+        self._option_fields: dict[str, list[str]] = {}  # per source: what its options set
+        self._loaded_config: DatasetConfig | None = None  # what this page's last Load wrote
         self.setAcceptDrops(True)
-
         outer = page_layout(self)
         self.header = PageHeader(
             "data", "Data",
             "Choose the examples to learn from: a built-in set, a public dataset, or your own files. "
             "Each class becomes a candidate for few-shot tasks.")
         outer.addWidget(self.header)
-
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.setChildrenCollapsible(False)
+        split = splitter()
+        split.addWidget(self._build_source_panel())
+        split.addWidget(self._build_dataset_view())
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
         outer.addWidget(split, 1)
+        self.summary = muted_label()
+        foot, self.next_button = next_footer("Tasks", self.next_requested, lead=self.summary)
+        outer.addLayout(foot)
+        state.config_changed.connect(self._on_config_changed)
+        state.dataset_changed.connect(self.show_dataset)
+        self._show_config()
+        self.apply_theme()
 
-        # --- left: where the data comes from ---------------------------------------------
+    # --- where the data comes from (left) ---------------------------------------------------
+    def _build_source_panel(self) -> QWidget:
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 8, 0)
@@ -169,17 +134,14 @@ class DataPage(QWidget):
             self.source.addItem(label, key)
             self.source.setItemData(self.source.count() - 1, BUILTIN_SOURCES.get(key, ""), Qt.ItemDataRole.ToolTipRole)
         self.source.setToolTip("Where the examples come from")
+        self.source.currentIndexChanged.connect(self._on_source_changed)
         ll.addWidget(QLabel("<b>Source</b>"))
         ll.addWidget(self.source)
-        self.source_help = QLabel()
-        self.source_help.setWordWrap(True)
-        self.source_help.setObjectName("Muted")
+        self.source_help = muted_label(wrap=True)
         ll.addWidget(self.source_help)
-
         self.options = QStackedWidget()
         self._build_options()
         ll.addWidget(self.options)
-
         self.drop = DropZone()
         self.drop.folder_button.clicked.connect(self._pick_folder)
         self.drop.file_button.clicked.connect(self._pick_file)
@@ -194,9 +156,99 @@ class DataPage(QWidget):
         ll.addWidget(self.progress)
         left.setMinimumWidth(330)
         left.setMaximumWidth(430)
-        split.addWidget(left)
+        return left
 
-        # --- right: what was loaded --------------------------------------------------------
+    def _build_options(self) -> None:
+        """One page of options per source, each bound to that source's draft."""
+        self.opt_pages: dict[str, QWidget] = {
+            "intents": self._intents_options(), "glyphs": self._glyph_options(),
+            "sinusoid": _note("Sine waves are a task family: every task is a fresh curve y = A·sin(x − φ), "
+                              "so there is nothing to load. Set how many points each task shows on the Tasks page."),
+            "image_folder": self._image_folder_options(), "text_table": self._text_table_options(),
+            "catalog": self._catalog_options(),
+        }
+        for key in BUILTIN_SOURCES:
+            if key not in self.opt_pages:  # a source added to the core later: no options here yet
+                self.opt_pages[key] = _note(BUILTIN_SOURCES[key])
+        for page in self.opt_pages.values():
+            self.options.addWidget(page)
+
+    def _option(self, source: str, widget: QWidget, field: str, **kw) -> QWidget:
+        """``widget`` bound to ``field`` of ``source``'s draft, which Load takes it from."""
+        if source not in self.drafts:
+            self.drafts[source] = ConfigDraft(SimpleNamespace(dataset=DatasetConfig()), self)
+        bind(widget, self.drafts[source], f"dataset.{field}", **kw)
+        self._option_fields.setdefault(source, []).append(field)
+        return widget
+
+    def _intents_options(self) -> QWidget:
+        w, f = _form_page()
+        self.languages = QLineEdit()
+        self.languages.setPlaceholderText("en")
+        self.languages.setToolTip("Language codes, comma separated (e.g. en, de, fr). Each language is a domain.")
+        f.addRow("Languages", self._option("intents", self.languages, "languages", to_widget=", ".join,
+                                           from_widget=_languages))
+        return w
+
+    def _glyph_options(self) -> QWidget:
+        w, f = _form_page()
+        for attr, label, field, low, high, tip in (
+            ("n_alphabets", "Alphabets", "n_alphabets", 1, 1000, "Alphabets to generate (each one is a domain)"),
+            ("chars", "Characters each", "characters_per_alphabet", 1, 200, "Characters (classes) per alphabet"),
+            ("drawers", "Drawers", "drawers", 2, 200, "Drawings (examples) per character"),
+            ("glyph_size", "Image size", "image_size", 8, 128, "Image side in pixels"),
+            ("glyph_seed", "Seed", "seed", 0, 2**31 - 1, "Seed of the generator: the same seed draws the same glyphs"),
+        ):
+            setattr(self, attr, self._option("glyphs", spin_box(low, high, tip), field))
+            f.addRow(label, getattr(self, attr))
+        return w
+
+    def _image_folder_options(self) -> QWidget:
+        w, f = _form_page()
+        self.image_path = QLineEdit()
+        self.image_path.setPlaceholderText("folder of class folders, or a .zip")
+        self.image_path.setToolTip("root/class/*.png or root/domain/class/*.png, as a folder or a .zip")
+        f.addRow("Path", self._option("image_folder", self.image_path, "path"))
+        self.image_size = spin_box(4, 1024, "Images are resized to this square size")
+        self.channels = QComboBox()
+        self.channels.addItem("Grayscale", 1)
+        self.channels.addItem("Colour (RGB)", 3)
+        self.invert = QCheckBox("Invert (dark strokes on light paper, like Omniglot)")
+        f.addRow("Image size", self._option("image_folder", self.image_size, "image_size"))
+        f.addRow("Channels", self._option("image_folder", self.channels, "channels"))
+        f.addRow(self._option("image_folder", self.invert, "invert"))
+        return w
+
+    def _text_table_options(self) -> QWidget:
+        w, f = _form_page()
+        self.table_path = QLineEdit()
+        self.table_path.setPlaceholderText("a .csv, .tsv or .jsonl file")
+        f.addRow("File", self._option("text_table", self.table_path, "path"))
+        for attr, label, tip in (("text_column", "Text column", "Column holding the text of each example"),
+                                 ("label_column", "Label column", "Column holding the class label"),
+                                 ("domain_column", "Domain column", "Optional column grouping classes into domains")):
+            combo = QComboBox()
+            combo.setEditable(True)
+            combo.setToolTip(tip)
+            setattr(self, attr, self._option("text_table", combo, attr, by="text"))
+            f.addRow(label, combo)
+        return w
+
+    def _catalog_options(self) -> QWidget:
+        w, f = _form_page()
+        self.catalog = QComboBox()
+        for name, entry in CATALOG.items():
+            if name not in CATALOG_SKIP:
+                self.catalog.addItem(entry.title, name)
+        self.catalog.currentIndexChanged.connect(self._update_catalog_info)
+        self.catalog_info = muted_label(wrap=True)
+        f.addRow("Dataset", self._option("catalog", self.catalog, "path"))
+        self.drafts["catalog"].config.dataset.path = str(self.catalog.currentData() or "")
+        f.addRow(self.catalog_info)
+        return w
+
+    # --- what was loaded (right) --------------------------------------------------------------
+    def _build_dataset_view(self) -> QWidget:
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(8, 0, 0, 0)
@@ -221,7 +273,21 @@ class DataPage(QWidget):
         rl.addLayout(tiles)
         self.tabs = QTabWidget()
         rl.addWidget(self.tabs, 1)
+        self.tabs.addTab(self._build_overview(), "Overview")
+        self.examples_stack = QStackedWidget()
+        self.thumbs = ThumbnailGrid(56)
+        self.text_rows = TextItemsTable()
+        self.sine_plot = pg.PlotWidget()
+        for w in (self.thumbs, self.text_rows, self.sine_plot):
+            self.examples_stack.addWidget(w)
+        self.tabs.addTab(self.examples_stack, "Examples")
+        self.problems = QListWidget()
+        self.problems.setWordWrap(True)
+        self.tabs.addTab(self.problems, "Problems")
+        return right
 
+    def _build_overview(self) -> QWidget:
+        """Examples per class (a histogram) and the domains."""
         overview = QWidget()
         ol = QHBoxLayout(overview)
         ol.setContentsMargins(8, 8, 8, 8)
@@ -239,195 +305,44 @@ class DataPage(QWidget):
         self.domains.setMaximumWidth(240)
         dcol.addWidget(self.domains)
         ol.addLayout(dcol, 1)
-        self.tabs.addTab(overview, "Overview")
+        return overview
 
-        self.examples_stack = QStackedWidget()
-        self.thumbs = ThumbnailGrid(56)
-        self.text_rows = TextItemsTable()
-        self.sine_plot = pg.PlotWidget()
-        self.examples_stack.addWidget(self.thumbs)
-        self.examples_stack.addWidget(self.text_rows)
-        self.examples_stack.addWidget(self.sine_plot)
-        self.tabs.addTab(self.examples_stack, "Examples")
-
-        self.problems = QListWidget()
-        self.problems.setWordWrap(True)
-        self.tabs.addTab(self.problems, "Problems")
-
-        split.addWidget(right)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
-
-        self.summary = QLabel()
-        self.summary.setObjectName("Muted")
-        foot, self.next_button = next_footer("Tasks", self.next_requested, lead=self.summary)
-        outer.addLayout(foot)
-
-        self.source.currentIndexChanged.connect(self._on_source_changed)
-        state.config_changed.connect(self._on_config_changed)
-        state.dataset_changed.connect(self.show_dataset)
-        self.sync_from_config()
-        self.apply_theme()
-
-    # --- options per source -------------------------------------------------------------------
-    def _build_options(self) -> None:
-        self.opt_pages: dict[str, QWidget] = {}
-
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.languages = QLineEdit()
-        self.languages.setPlaceholderText("en")
-        self.languages.setToolTip("Language codes, comma separated (e.g. en, de, fr). Each language is a domain.")
-        f.addRow("Languages", self.languages)
-        self.opt_pages["intents"] = w
-
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.n_alphabets = self._spin(1, 1000, "Alphabets to generate (each one is a domain)")
-        self.chars = self._spin(1, 200, "Characters (classes) per alphabet")
-        self.drawers = self._spin(2, 200, "Drawings (examples) per character")
-        self.glyph_size = self._spin(8, 128, "Image side in pixels")
-        self.glyph_seed = self._spin(0, 2**31 - 1, "Seed of the generator: the same seed draws the same glyphs")
-        f.addRow("Alphabets", self.n_alphabets)
-        f.addRow("Characters each", self.chars)
-        f.addRow("Drawers", self.drawers)
-        f.addRow("Image size", self.glyph_size)
-        f.addRow("Seed", self.glyph_seed)
-        self.opt_pages["glyphs"] = w
-
-        w = QLabel("Sine waves are a task family: every task is a fresh curve y = A·sin(x − φ), "
-                   "so there is nothing to load. Set how many points each task shows on the Tasks page.")
-        w.setWordWrap(True)
-        self.opt_pages["sinusoid"] = w
-
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.image_path = QLineEdit()
-        self.image_path.setPlaceholderText("folder of class folders, or a .zip")
-        self.image_path.setToolTip("root/class/*.png or root/domain/class/*.png, as a folder or a .zip")
-        f.addRow("Path", self.image_path)
-        self.image_size = self._spin(4, 1024, "Images are resized to this square size")
-        self.channels = QComboBox()
-        self.channels.addItem("Grayscale", 1)
-        self.channels.addItem("Colour (RGB)", 3)
-        self.invert = QCheckBox("Invert (dark strokes on light paper, like Omniglot)")
-        f.addRow("Image size", self.image_size)
-        f.addRow("Channels", self.channels)
-        f.addRow(self.invert)
-        self.opt_pages["image_folder"] = w
-
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.table_path = QLineEdit()
-        self.table_path.setPlaceholderText("a .csv, .tsv or .jsonl file")
-        f.addRow("File", self.table_path)
-        self.text_column = self._column_combo("Column holding the text of each example")
-        self.label_column = self._column_combo("Column holding the class label")
-        self.domain_column = self._column_combo("Optional column grouping classes into domains")
-        f.addRow("Text column", self.text_column)
-        f.addRow("Label column", self.label_column)
-        f.addRow("Domain column", self.domain_column)
-        self.opt_pages["text_table"] = w
-
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.catalog = QComboBox()
-        for name, entry in CATALOG.items():
-            if name not in CATALOG_SKIP:
-                self.catalog.addItem(entry.title, name)
-        self.catalog_info = QLabel()
-        self.catalog_info.setWordWrap(True)
-        self.catalog_info.setObjectName("Muted")
-        f.addRow("Dataset", self.catalog)
-        f.addRow(self.catalog_info)
-        self.catalog.currentIndexChanged.connect(self._update_catalog_info)
-        self.opt_pages["catalog"] = w
-
-        for key in BUILTIN_SOURCES:
-            if key not in self.opt_pages:  # a source added to the core later: no options here yet
-                note = QLabel(BUILTIN_SOURCES[key])
-                note.setWordWrap(True)
-                self.opt_pages[key] = note
-        for page in self.opt_pages.values():
-            self.options.addWidget(page)
-
-    @staticmethod
-    def _spin(low: int, high: int, tip: str) -> QSpinBox:
-        s = QSpinBox()
-        s.setRange(low, high)
-        s.setToolTip(tip)
-        return s
-
-    @staticmethod
-    def _column_combo(tip: str) -> QComboBox:
-        c = QComboBox()
-        c.setEditable(True)
-        c.setToolTip(tip)
-        return c
-
-    # --- config <-> widgets ---------------------------------------------------------------------
+    # --- config <-> drafts ------------------------------------------------------------------------
     def current_source(self) -> str:
         return str(self.source.currentData())
 
-    def sync_from_config(self) -> None:
-        self._syncing = True
+    def _show_config(self) -> None:
+        """Every source's options from the config; a source other than the config's keeps its
+        own file or entry (OWN_FIELDS)."""
         d = self.state.config.dataset
-        idx = self.source.findData(d.source)
-        self.source.setCurrentIndex(max(idx, 0))
-        self.languages.setText(", ".join(d.languages))
-        self.n_alphabets.setValue(d.n_alphabets)
-        self.chars.setValue(d.characters_per_alphabet)
-        self.drawers.setValue(d.drawers)
-        self.glyph_size.setValue(d.image_size)
-        self.glyph_seed.setValue(d.seed)
-        self.image_size.setValue(d.image_size)
-        self.channels.setCurrentIndex(1 if d.channels == 3 else 0)
-        self.invert.setChecked(d.invert)
-        if d.source == "image_folder":
-            self.image_path.setText(d.path)
+        for source, draft in self.drafts.items():
+            shown = copy.deepcopy(d)
+            if source != d.source:
+                for name in OWN_FIELDS:
+                    setattr(shown, name, getattr(draft.config.dataset, name))
+            draft.reset(SimpleNamespace(dataset=shown))
+        self.source.setCurrentIndex(max(self.source.findData(d.source), 0))
         if d.source == "text_table":
-            self.table_path.setText(d.path)
             self._fill_columns(d.path, d.text_column, d.label_column, d.domain_column)
-        if d.source == "catalog":
-            i = self.catalog.findData(d.path)
-            if i >= 0:
-                self.catalog.setCurrentIndex(i)
-        self._syncing = False
         self._on_source_changed()
 
     def dataset_config(self) -> DatasetConfig:
-        """The dataset section as the widgets describe it now."""
-        d = dataclasses.replace(self.state.config.dataset)
+        """The dataset section as the widgets describe it now: the config, with the chosen
+        source and that source's options."""
         src = self.current_source()
-        d.source = src
-        if src == "intents":
-            langs = [x.strip() for x in self.languages.text().replace(";", ",").split(",") if x.strip()]
-            d.languages = langs or ["en"]
-            d.path = ""
-        elif src == "glyphs":
-            d.n_alphabets = self.n_alphabets.value()
-            d.characters_per_alphabet = self.chars.value()
-            d.drawers = self.drawers.value()
-            d.image_size = self.glyph_size.value()
-            d.seed = self.glyph_seed.value()
-            d.path = ""
+        d = dataclasses.replace(self.state.config.dataset, source=src)
+        if src in self.drafts:
+            draft = self.drafts[src].config.dataset
+            for name in self._option_fields[src]:
+                setattr(d, name, copy.deepcopy(getattr(draft, name)))
+        if src == "text_table":
+            d.path = d.path.strip()
+            d.text_column = d.text_column.strip() or "text"
+            d.label_column = d.label_column.strip() or "category"
+            d.domain_column = d.domain_column.strip()
         elif src == "image_folder":
-            d.path = self.image_path.text().strip()
-            d.image_size = self.image_size.value()
-            d.channels = int(self.channels.currentData())
-            d.invert = self.invert.isChecked()
-        elif src == "text_table":
-            d.path = self.table_path.text().strip()
-            d.text_column = self.text_column.currentText().strip() or "text"
-            d.label_column = self.label_column.currentText().strip() or "category"
-            d.domain_column = self.domain_column.currentText().strip()
+            d.path = d.path.strip()
         elif src == "catalog":
-            d.path = str(self.catalog.currentData() or "")
             entry = CATALOG.get(d.path)
             if entry is not None and entry.kind == "image_zip":
                 d.image_size = int(entry.loader_options.get("image_size", 28))
@@ -456,27 +371,30 @@ class DataPage(QWidget):
                                   + ("<b>already downloaded</b>" if have else "not downloaded yet"))
 
     def _fill_columns(self, path: str, text: str = "", label: str = "", domain: str = "") -> None:
+        """Offer the table's columns; take ``text``/``label``/``domain`` where the table has them,
+        else a guess from the column names (no domain column unless asked)."""
         cols = peek_columns(path) if path else []
-        for combo, value, hints in (
-            (self.text_column, text, ("text", "sentence", "utterance", "query", "question")),
-            (self.label_column, label, ("category", "label", "intent", "class", "target")),
-            (self.domain_column, domain, ("domain", "language", "lang", "group")),
+        draft = self.drafts["text_table"]
+        for combo, field, value, hints in (
+            (self.text_column, "text_column", text, ("text", "sentence", "utterance", "query", "question")),
+            (self.label_column, "label_column", label, ("category", "label", "intent", "class", "target")),
+            (self.domain_column, "domain_column", domain, ("domain", "language", "lang", "group")),
         ):
-            combo.blockSignals(True)
-            combo.clear()
-            if combo is self.domain_column:
-                combo.addItem("")
-            combo.addItems(cols)
+            with QSignalBlocker(combo):
+                combo.clear()
+                combo.addItems([""] + cols if combo is self.domain_column else cols)
             guess = value if (value and (value in cols or not cols)) else guess_column(cols, hints)
-            if combo is self.domain_column and not value:
-                guess = ""
-            combo.setCurrentText(guess)
-            combo.blockSignals(False)
+            setattr(draft.config.dataset, field, "" if combo is self.domain_column and not value else guess)
+        draft.changed("dataset")  # the boxes show what was taken
 
     def _on_config_changed(self, section: str) -> None:
-        if section in ("all", "dataset") and not self._syncing:
-            self.sync_from_config()
-            self.show_dataset()
+        if section not in ("all", "dataset"):
+            return
+        if section == "dataset" and self.state.config.dataset == self._loaded_config:
+            return  # this page's own Load: its options show that already
+        self._loaded_config = None
+        self._show_config()
+        self.show_dataset()
 
     # --- choosing files ---------------------------------------------------------------------------
     def _pick_folder(self) -> None:
@@ -536,10 +454,9 @@ class DataPage(QWidget):
         if self.busy:
             return
         cfg = self.dataset_config()
-        self._syncing = True
+        self._loaded_config = copy.deepcopy(cfg)
         self.state.config.dataset = cfg
         self.state.changed("dataset")
-        self._syncing = False
         self.banner.clear()
         if cfg.source == "sinusoid":
             self.state.set_dataset(None, cfg)

@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
-    QSplitter,
     QTableView,
     QTableWidget,
     QTableWidgetItem,
@@ -47,7 +46,14 @@ from metagui.core.config import RunConfig
 from metagui.core.errors import MetaGUIError
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState
-from metagui.gui.widgets.common import Banner, PageHeader, human_seconds, page_layout
+from metagui.gui.widgets.common import (
+    Banner,
+    PageHeader,
+    human_seconds,
+    muted_label,
+    page_layout,
+    splitter,
+)
 from metagui.gui.widgets.curves import SeriesBuffer, legend_in_title_row, style_legend
 
 COLUMNS = [
@@ -207,11 +213,16 @@ class RunsFilter(QSortFilterProxyModel):
 
 
 def flatten_config(toml_text: str) -> dict[str, str]:
-    """``{"task.way": "5", ...}`` from a run's TOML config (for key-by-key comparison)."""
+    """``{"task.way": "5", ...}`` from a run's TOML config (for key-by-key comparison): the
+    fields that apply to the run, whether its file was written with them only or with all."""
     try:
         data = tomllib.loads(toml_text or "")
     except tomllib.TOMLDecodeError:
         return {"(config)": "unreadable"}
+    try:
+        data = RunConfig.from_dict(data).to_dict()
+    except MetaGUIError:
+        pass  # a file this version cannot read as a config: compare what it says
     out: dict[str, str] = {}
 
     def walk(prefix: str, v: Any) -> None:
@@ -243,7 +254,31 @@ class RunsPage(QWidget):
             "Every run in this workbench, including ones started from a terminal. Select several to "
             "overlay their curves and see how their settings differ.")
         outer.addWidget(self.header)
+        outer.addLayout(self._build_filter_bar())
+        self._build_actions()
+        self.banner = Banner(closable=True)
+        outer.addWidget(self.banner)
+        split = splitter(Qt.Orientation.Vertical)
+        split.addWidget(self._build_table())
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_curves_tab(), "Curves")
+        self.tabs.addTab(self._build_compare_tab(), "Compare configs")
+        split.addWidget(self.tabs)
+        split.setSizes([330, 380])
+        outer.addWidget(split, 1)
+        # selected runs' curves: run_id -> (buffer, plot item, last step)
+        self._curves: dict[int, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
+        self._curve_metric = ""
+        self.timer = QTimer(self)
+        self.timer.setInterval(self.POLL_MS)
+        self.timer.timeout.connect(self.poll)
+        state.project_changed.connect(self._apply_project_filter)
+        self.refresh()
+        self._update_buttons()
+        self.apply_theme()
 
+    # --- building ----------------------------------------------------------------------------
+    def _build_filter_bar(self) -> QHBoxLayout:
         bar = QHBoxLayout()
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter runs (name, algorithm, dataset, tag…)")
@@ -254,33 +289,41 @@ class RunsPage(QWidget):
             self.status_filter.addItem(s.capitalize(), s)
         self.project_only = QCheckBox("This project only")
         self.project_only.setToolTip("Show only the runs started in the open project")
+        self.project_only.toggled.connect(self._apply_project_filter)
         bar.addWidget(self.filter, 1)
         bar.addWidget(self.status_filter)
         bar.addWidget(self.project_only)
+        return bar
+
+    def _build_actions(self) -> None:
+        """The buttons in the header, acting on the selected runs."""
         self.buttons: dict[str, QPushButton] = {}
-        for key, text, icon_name, tip in (
-            ("reopen", "Reopen", "reopen", "Load the run's settings into the Data, Tasks, Algorithm and Train pages"),
-            ("resume", "Resume", "resume", "Continue a stopped run from its last checkpoint"),
-            ("export", "Export…", "export", "Export the run: MetaGUI bundle, TorchScript or ONNX, checked against the live model"),
-            ("rename", "Rename", "rename", "Rename the run (F2)"),
-            ("tag", "Tags", "tag", "Edit the run's tags, comma separated"),
-            ("csv", "Export CSV…", "csv", "Save the metrics of the selected runs as CSV"),
-            ("delete", "Delete", "trash", "Delete the selected runs and their checkpoints (Del)"),
+        for key, text, icon_name, tip, act in (
+            ("reopen", "Reopen", "reopen", "Load the run's settings into the Data, Tasks, Algorithm and Train pages",
+             self.reopen),
+            ("resume", "Resume", "resume", "Continue a stopped run from its last checkpoint", self.resume),
+            ("export", "Export…", "export", "Export the run: MetaGUI bundle, TorchScript or ONNX, checked against the "
+             "live model", self.export),
+            ("rename", "Rename", "rename", "Rename the run (F2)", lambda: self._edit_column("name")),
+            ("tag", "Tags", "tag", "Edit the run's tags, comma separated", lambda: self._edit_column("tags")),
+            ("csv", "Export CSV…", "csv", "Save the metrics of the selected runs as CSV", self.export_csv),
+            ("delete", "Delete", "trash", "Delete the selected runs and their checkpoints (Del)", self.delete_selected),
         ):
             b = QPushButton(text)
             b.setToolTip(tip)
             b.setProperty("icon_name", icon_name)
+            b.clicked.connect(act)
             self.header.actions.addWidget(b)
             self.buttons[key] = b
-        outer.addLayout(bar)
-        self.banner = Banner(closable=True)
-        outer.addWidget(self.banner)
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setChildrenCollapsible(False)
+    def _build_table(self) -> QTableView:
         self.model = RunsModel(self)
+        self.model.renamed.connect(self._rename)
+        self.model.retagged.connect(self._retag)
         self.proxy = RunsFilter(self)
         self.proxy.setSourceModel(self.model)
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.status_filter.currentIndexChanged.connect(lambda _: self.proxy.set_status(self.status_filter.currentData()))
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
@@ -299,9 +342,13 @@ class RunsPage(QWidget):
                            ("status", 84), ("best_val", 108), ("steps_done", 60), ("duration_s", 76), ("device", 60),
                            ("tags", 100), ("created", 96)):
             self.table.setColumnWidth(COL[key], width)
-        split.addWidget(self.table)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.table, self.delete_selected,
+                  context=Qt.ShortcutContext.WidgetShortcut)
+        return self.table
 
-        self.tabs = QTabWidget()
+    def _build_curves_tab(self) -> QWidget:
+        """The selected runs' curves of one metric, overlaid."""
         curves = QWidget()
         cl = QVBoxLayout(curves)
         cl.setContentsMargins(6, 6, 6, 6)
@@ -309,67 +356,40 @@ class RunsPage(QWidget):
         crow.addWidget(QLabel("Metric"))
         self.metric = QComboBox()
         self.metric.setMinimumWidth(180)
+        self.metric.currentIndexChanged.connect(self._rebuild_curves)
         crow.addWidget(self.metric)
-        self.live_label = QLabel()
-        self.live_label.setObjectName("Muted")
+        self.live_label = muted_label()
         crow.addWidget(self.live_label, 1)
         cl.addLayout(crow)
         self.plot = pg.PlotWidget()
-        self.plot.getPlotItem().addLegend(labelTextSize="8pt")
-        self.plot.getPlotItem().setTitle("Selected runs", size="10pt", justify="left")
-        legend_in_title_row(self.plot.getPlotItem())
-        self.plot.getPlotItem().setClipToView(True)
-        self.plot.getPlotItem().setDownsampling(auto=True, mode="peak")
-        self.plot.getPlotItem().setLabel("bottom", "meta-step")
+        pi = self.plot.getPlotItem()
+        pi.addLegend(labelTextSize="8pt")
+        pi.setTitle("Selected runs", size="10pt", justify="left")
+        legend_in_title_row(pi)
+        pi.setClipToView(True)
+        pi.setDownsampling(auto=True, mode="peak")
+        pi.setLabel("bottom", "meta-step")
         for ax in ("left", "bottom"):
-            self.plot.getPlotItem().getAxis(ax).enableAutoSIPrefix(False)
+            pi.getAxis(ax).enableAutoSIPrefix(False)
         cl.addWidget(self.plot, 1)
-        self.tabs.addTab(curves, "Curves")
+        return curves
+
+    def _build_compare_tab(self) -> QWidget:
+        """The selected runs' settings side by side."""
         cmp_tab = QWidget()
         dl = QVBoxLayout(cmp_tab)
         dl.setContentsMargins(6, 6, 6, 6)
         self.diff_only = QCheckBox("Differences only")
         self.diff_only.setChecked(True)
         self.diff_only.setToolTip("Show only the settings whose values differ between the selected runs")
+        self.diff_only.toggled.connect(self._fill_diff)
         dl.addWidget(self.diff_only)
         self.diff = QTableWidget(0, 0)
         self.diff.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.diff.verticalHeader().hide()
         self.diff.horizontalHeader().setStretchLastSection(True)
         dl.addWidget(self.diff, 1)
-        self.tabs.addTab(cmp_tab, "Compare configs")
-        split.addWidget(self.tabs)
-        split.setSizes([330, 380])
-        outer.addWidget(split, 1)
-
-        # selected runs' curves: run_id -> (buffer, plot item, last step)
-        self._curves: dict[int, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
-        self._curve_metric = ""
-        self.timer = QTimer(self)
-        self.timer.setInterval(self.POLL_MS)
-        self.timer.timeout.connect(self.poll)
-
-        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
-        self.status_filter.currentIndexChanged.connect(lambda _: self.proxy.set_status(self.status_filter.currentData()))
-        self.project_only.toggled.connect(self._apply_project_filter)
-        state.project_changed.connect(self._apply_project_filter)
-        self.table.selectionModel().selectionChanged.connect(self._on_selection)
-        self.metric.currentIndexChanged.connect(self._rebuild_curves)
-        self.diff_only.toggled.connect(self._fill_diff)
-        self.model.renamed.connect(self._rename)
-        self.model.retagged.connect(self._retag)
-        self.buttons["reopen"].clicked.connect(self.reopen)
-        self.buttons["resume"].clicked.connect(self.resume)
-        self.buttons["export"].clicked.connect(self.export)
-        self.buttons["rename"].clicked.connect(lambda: self._edit_column("name"))
-        self.buttons["tag"].clicked.connect(lambda: self._edit_column("tags"))
-        self.buttons["csv"].clicked.connect(self.export_csv)
-        self.buttons["delete"].clicked.connect(self.delete_selected)
-        QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.table, self.delete_selected,
-                  context=Qt.ShortcutContext.WidgetShortcut)
-        self.refresh()
-        self._update_buttons()
-        self.apply_theme()
+        return cmp_tab
 
     def _apply_project_filter(self, *_: object) -> None:
         self.proxy.set_project(self.state.project_id if self.project_only.isChecked() else None)

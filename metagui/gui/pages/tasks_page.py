@@ -3,34 +3,41 @@ split between meta-training, validation and test, and a preview of one episode."
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
-    QSpinBox,
-    QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from metagui.core.errors import MetaGUIError
-from metagui.core.tasks import EpisodeSampler, check_task, split_classes
+from metagui.core.tasks import SPLITS, EpisodeSampler, check_task, split_classes
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState
 from metagui.gui.widgets.assign import AssignmentTable
-from metagui.gui.widgets.common import Banner, PageHeader, next_footer, page_layout
+from metagui.gui.widgets.binding import FieldBinding, bind, binding_of, spin_box
+from metagui.gui.widgets.common import (
+    Banner,
+    PageHeader,
+    muted_label,
+    next_footer,
+    page_layout,
+    scroll_area,
+    splitter,
+)
 from metagui.gui.widgets.items import TextItemsTable, ThumbnailGrid, class_color
 
 STRATEGIES = [("ratio", "By ratio (random classes)"), ("classes", "Explicit class lists"), ("domain", "By domain")]
@@ -43,11 +50,9 @@ class TasksPage(QWidget):
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
-        self._syncing = False
         self._episodes_drawn = 0
         self.last_episode: dict | None = None
         self.error: str = ""
-
         outer = page_layout(self)
         self.header = PageHeader(
             "tasks", "Tasks",
@@ -56,88 +61,129 @@ class TasksPage(QWidget):
         outer.addWidget(self.header)
         self.banner = Banner()
         outer.addWidget(self.banner)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.setChildrenCollapsible(False)
+        split = splitter()
+        split.addWidget(self._build_task_form())
+        split.addWidget(self._build_episode_view())
+        split.setStretchFactor(1, 1)
         outer.addWidget(split, 1)
+        foot, self.next_button = next_footer("Algorithm", self.next_requested)
+        outer.addLayout(foot)
+        state.config_changed.connect(self._on_config_changed)  # after the bindings: they show values first
+        state.dataset_changed.connect(self._show_config)
+        self._show_config()
+        self.apply_theme()
 
-        # --- left: the task spec ---------------------------------------------------------------
-        form_host = QWidget()
-        fl = QVBoxLayout(form_host)
-        fl.setContentsMargins(0, 0, 8, 0)
-        fl.setSpacing(10)
-        shape = QGroupBox("Episode shape")
-        sf = QFormLayout(shape)
-        self.way = self._spin(2, 1000, "N-way: how many classes each task mixes")
-        self.shot = self._spin(1, 1000, "K-shot: labelled examples per class that the learner adapts on (support set)")
-        self.query = self._spin(1, 1000, "Query examples per class that each task is scored on after adapting")
+    # --- the task spec (left) ---------------------------------------------------------------
+    def _build_task_form(self) -> QWidget:
+        host = QWidget()
+        self._form_layout = QVBoxLayout(host)
+        self._form_layout.setContentsMargins(0, 0, 8, 0)
+        self._form_layout.setSpacing(10)
+        self._form_layout.addWidget(self._build_shape_box())
+        self._splits_box = self._build_split_box()
+        self._form_layout.addWidget(self._splits_box)
+        self._form_layout.addWidget(self._build_augmentation_box())
+        self._form_layout.addStretch(1)
+        return scroll_area(host, 360, 470, horizontal=False)
+
+    def _build_shape_box(self) -> QGroupBox:
+        box = QGroupBox("Episode shape")
+        form = QFormLayout(box)
+        self.way = spin_box(2, 1000, "N-way: how many classes each task mixes", min_width=110)
+        self.shot = spin_box(1, 1000, "K-shot: labelled examples per class that the learner adapts on (support set)",
+                             min_width=110)
+        self.query = spin_box(1, 1000, "Query examples per class that each task is scored on after adapting",
+                              min_width=110)
+        # regression has no classes: the way is shown (at least 2) but not used
+        bind(self.way, self.state, "task.way", to_widget=lambda v: max(v, 2),
+             from_widget=lambda v: 0 if self.state.modality == "regression" else v)
+        bind(self.shot, self.state, "task.shot")
+        bind(self.query, self.state, "task.query")
         self.way_label = QLabel("N-way (classes)")
         self.shot_label = QLabel("K-shot (support)")
         self.query_label = QLabel("Queries per class")
-        sf.addRow(self.way_label, self.way)
-        sf.addRow(self.shot_label, self.shot)
-        sf.addRow(self.query_label, self.query)
-        fl.addWidget(shape)
+        form.addRow(self.way_label, self.way)
+        form.addRow(self.shot_label, self.shot)
+        form.addRow(self.query_label, self.query)
+        return box
 
-        splits = QGroupBox("Class split")
-        spl = QVBoxLayout(splits)
+    def _build_split_box(self) -> QGroupBox:
+        box = QGroupBox("Class split")
+        lay = QVBoxLayout(box)
         self.strategy = QComboBox()
         for key, label in STRATEGIES:
             self.strategy.addItem(label, key)
         self.strategy.setToolTip("Meta-testing uses classes never seen in meta-training. "
                                  "Split them at random, by hand, or by whole domains (languages, alphabets).")
-        spl.addWidget(self.strategy)
+        bind(self.strategy, self.state, "task.split").edited.connect(self._on_strategy_edited)
+        lay.addWidget(self.strategy)
         self.split_stack = QStackedWidget()
-        ratio = QWidget()
-        rf = QFormLayout(ratio)
-        rf.setContentsMargins(0, 4, 0, 0)
-        self.train_ratio = self._ratio("Share of classes used for meta-training")
-        self.val_ratio = self._ratio("Share of classes used to validate during training (early stopping, best checkpoint)")
-        self.test_share = QLabel()
-        self.test_share.setObjectName("Muted")
-        rf.addRow("Train", self.train_ratio)
-        rf.addRow("Validation", self.val_ratio)
-        rf.addRow("Test", self.test_share)
-        self.split_stack.addWidget(ratio)
+        self.split_stack.addWidget(self._build_ratio_form())
         self.class_table = AssignmentTable("classes")
         self.fill_button = QPushButton("Start from the ratio split")
         self.fill_button.setToolTip("Fill the lists with the random ratio split, then adjust by hand")
-        cw = QWidget()
-        cl = QVBoxLayout(cw)
+        self.fill_button.clicked.connect(self._fill_from_ratio)
+        classes = QWidget()
+        cl = QVBoxLayout(classes)
         cl.setContentsMargins(0, 4, 0, 0)
         cl.addWidget(self.class_table, 1)
         cl.addWidget(self.fill_button)
-        self.split_stack.addWidget(cw)
+        self.split_stack.addWidget(classes)
         self.domain_table = AssignmentTable("domains")
         self.split_stack.addWidget(self.domain_table)
-        spl.addWidget(self.split_stack, 1)
-        self.split_summary = QLabel()
-        self.split_summary.setObjectName("Muted")
-        self.split_summary.setWordWrap(True)
-        spl.addWidget(self.split_summary)
-        fl.addWidget(splits)
-        self._form_layout, self._splits_box = fl, splits
+        for table, kind in ((self.class_table, "classes"), (self.domain_table, "domains")):
+            self._bind_table(table, kind)
+        lay.addWidget(self.split_stack, 1)
+        self.split_summary = muted_label(wrap=True)
+        lay.addWidget(self.split_summary)
+        return box
 
-        aug = QGroupBox("Augmentation and seed")
-        af = QFormLayout(aug)
+    def _build_ratio_form(self) -> QWidget:
+        ratio = QWidget()
+        form = QFormLayout(ratio)
+        form.setContentsMargins(0, 4, 0, 0)
+        self.train_ratio = spin_box(0.0, 1.0, "Share of classes used for meta-training", decimals=2, step=0.05)
+        self.val_ratio = spin_box(0.0, 1.0, "Share of classes used to validate during training (early stopping, "
+                                  "best checkpoint)", decimals=2, step=0.05)
+        for box, field in ((self.train_ratio, "task.train_ratio"), (self.val_ratio, "task.val_ratio")):
+            bind(box, self.state, field, from_widget=lambda v: round(v, 4))
+        self.test_share = muted_label()
+        form.addRow("Train", self.train_ratio)
+        form.addRow("Validation", self.val_ratio)
+        form.addRow("Test", self.test_share)
+        return ratio
+
+    def _bind_table(self, table: AssignmentTable, kind: str) -> FieldBinding:
+        """``table`` edits the three ``{split}_{kind}`` lists of the task as one value."""
+
+        def get() -> dict[str, list[str]]:
+            return {s: list(getattr(self.state.config.task, f"{s}_{kind}")) for s in SPLITS}
+
+        def put(assignment: dict[str, list[str]]) -> None:
+            for s in SPLITS:
+                setattr(self.state.config.task, f"{s}_{kind}", assignment[s])
+
+        def show(assignment: dict[str, list[str]]) -> None:
+            table.set_rows(self._table_rows(kind), {n: s for s, names in assignment.items() for n in names})
+
+        return FieldBinding(table, self.state, "task", get=get, put=put, read=table.assignment, show=show,
+                            signal=table.changed)
+
+    def _build_augmentation_box(self) -> QGroupBox:
+        box = QGroupBox("Augmentation and seed")
+        form = QFormLayout(box)
         self.rotations = QCheckBox("Rotations: 90°, 180°, 270° copies become new classes")
         self.rotations.setToolTip("The Omniglot protocol: quadruples the classes of an image dataset "
                                   "(reloads the images). For image folders and downloaded image sets.")
-        af.addRow(self.rotations)
-        self.seed = self._spin(0, 2**31 - 1, "Seed of the class split and of episode sampling: same seed, same tasks")
-        af.addRow("Seed", self.seed)
-        fl.addWidget(aug)
-        fl.addStretch(1)
+        bind(self.rotations, self.state, "dataset.rotations").edited.connect(lambda _on: self.reload_requested.emit())
+        form.addRow(self.rotations)
+        self.seed = spin_box(0, 2**31 - 1, "Seed of the class split and of episode sampling: same seed, same tasks")
+        bind(self.seed, self.state, "task.seed")
+        form.addRow("Seed", self.seed)
+        return box
 
-        scroll = QScrollArea()
-        scroll.setWidget(form_host)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(360)
-        scroll.setMaximumWidth(470)
-        split.addWidget(scroll)
-
-        # --- right: an episode --------------------------------------------------------------------
+    # --- an episode (right) ---------------------------------------------------------------------
+    def _build_episode_view(self) -> QWidget:
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(8, 0, 0, 0)
@@ -153,9 +199,7 @@ class TasksPage(QWidget):
         bar.addWidget(self.sample_split)
         bar.addStretch(1)
         rl.addLayout(bar)
-        self.episode_title = QLabel("Press “Sample an episode” to see what one task looks like.")
-        self.episode_title.setObjectName("Muted")
-        self.episode_title.setWordWrap(True)
+        self.episode_title = muted_label("Press “Sample an episode” to see what one task looks like.", wrap=True)
         rl.addWidget(self.episode_title)
         self.support_label = QLabel("<b>Support</b> — the examples the learner adapts on")
         self.query_label2 = QLabel("<b>Query</b> — what it must then label")
@@ -164,68 +208,20 @@ class TasksPage(QWidget):
         self.support_grid, self.query_grid = ThumbnailGrid(52), ThumbnailGrid(52)
         self.support_text, self.query_text = TextItemsTable(), TextItemsTable()
         self.sine_plot = pg.PlotWidget()
-        self.support_stack.addWidget(self.support_grid)
-        self.support_stack.addWidget(self.support_text)
-        self.support_stack.addWidget(self.sine_plot)
-        self.query_stack.addWidget(self.query_grid)
-        self.query_stack.addWidget(self.query_text)
-        self.query_stack.addWidget(QLabel("Query points are drawn in the plot above (hollow)."))
+        for w in (self.support_grid, self.support_text, self.sine_plot):
+            self.support_stack.addWidget(w)
+        for w in (self.query_grid, self.query_text, QLabel("Query points are drawn in the plot above (hollow).")):
+            self.query_stack.addWidget(w)
         rl.addWidget(self.support_label)
         rl.addWidget(self.support_stack, 1)
         rl.addWidget(self.query_label2)
         rl.addWidget(self.query_stack, 1)
-        split.addWidget(right)
-        split.setStretchFactor(1, 1)
+        return right
 
-        foot, self.next_button = next_footer("Algorithm", self.next_requested)
-        outer.addLayout(foot)
-
-        for w in (self.way, self.shot, self.query, self.seed):
-            w.valueChanged.connect(self._on_edit)
-        for w in (self.train_ratio, self.val_ratio):
-            w.valueChanged.connect(self._on_edit)
-        self.strategy.currentIndexChanged.connect(self._on_strategy)
-        self.class_table.changed.connect(self._on_edit)
-        self.domain_table.changed.connect(self._on_edit)
-        self.fill_button.clicked.connect(self._fill_from_ratio)
-        self.rotations.toggled.connect(self._on_rotations)
-        state.config_changed.connect(self._on_config_changed)
-        state.dataset_changed.connect(self._on_dataset_changed)
-        self.sync_from_config()
-        self.apply_theme()
-
-    @staticmethod
-    def _spin(low: int, high: int, tip: str) -> QSpinBox:
-        s = QSpinBox()
-        s.setRange(low, high)
-        s.setToolTip(tip)
-        s.setMinimumWidth(110)
-        return s
-
-    @staticmethod
-    def _ratio(tip: str) -> QDoubleSpinBox:
-        s = QDoubleSpinBox()
-        s.setRange(0.0, 1.0)
-        s.setSingleStep(0.05)
-        s.setDecimals(2)
-        s.setToolTip(tip)
-        return s
-
-    # --- config <-> widgets ---------------------------------------------------------------------
-    def sync_from_config(self) -> None:
-        self._syncing = True
-        t = self.state.config.task
+    # --- showing the config -------------------------------------------------------------------------
+    def _show_config(self) -> None:
+        """What follows the dataset: labels for regression, the rows of the split tables."""
         regression = self.state.modality == "regression"
-        self.way.setValue(max(t.way, 2))
-        self.shot.setValue(t.shot)
-        self.query.setValue(t.query)
-        self.seed.setValue(t.seed)
-        self.train_ratio.setValue(t.train_ratio)
-        self.val_ratio.setValue(t.val_ratio)
-        self.strategy.setCurrentIndex(max(0, self.strategy.findData(t.split)))
-        self.rotations.setChecked(self.state.config.dataset.rotations)
-        self._syncing = False
-        self._fill_tables()
         self.way.setEnabled(not regression)
         self.way_label.setText("N-way (classes)" if not regression else "N-way (not used: regression)")
         self.shot_label.setText("K-shot (support)" if not regression else "Points to learn from (K)")
@@ -233,38 +229,20 @@ class TasksPage(QWidget):
         self.strategy.setEnabled(not regression)
         src = self.state.config.dataset.source
         self.rotations.setEnabled(self.state.modality == "image" and src in ("image_folder", "catalog"))
-        self._on_strategy(update=False)
+        for table in (self.class_table, self.domain_table):
+            binding_of(table).refresh(force=True)  # the rows come from the loaded dataset
+        self._show_strategy()
         self.refresh()
 
-    def write_config(self) -> None:
-        t = self.state.config.task
-        regression = self.state.modality == "regression"
-        t.way = 0 if regression else self.way.value()
-        t.shot = self.shot.value()
-        t.query = self.query.value()
-        t.seed = self.seed.value()
-        t.split = str(self.strategy.currentData())
-        t.train_ratio = round(self.train_ratio.value(), 4)
-        t.val_ratio = round(self.val_ratio.value(), 4)
-        if t.split == "classes":
-            a = self.class_table.assignment()
-            t.train_classes, t.val_classes, t.test_classes = a["train"], a["val"], a["test"]
-        if t.split == "domain":
-            a = self.domain_table.assignment()
-            t.train_domains, t.val_domains, t.test_domains = a["train"], a["val"], a["test"]
+    def _on_config_changed(self, section: str) -> None:
+        if section in ("all", "dataset"):
+            self._show_config()
+        elif section == "task":
+            self._show_strategy()
+            self.refresh()
 
-    def _on_edit(self, *_: object) -> None:
-        if self._syncing:
-            return
-        self.write_config()
-        self._syncing = True
-        self.state.changed("task")
-        self._syncing = False
-        self.refresh()
-
-    def _on_strategy(self, *_: object, update: bool = True) -> None:
-        key = self.strategy.currentData()
-        index = {"ratio": 0, "classes": 1, "domain": 2}.get(key, 0)
+    def _show_strategy(self) -> None:
+        index = {"ratio": 0, "classes": 1, "domain": 2}.get(self.state.config.task.split, 0)
         self.split_stack.setCurrentIndex(index)
         # only the shown page claims room: the ratio form stays compact
         for i in range(self.split_stack.count()):
@@ -272,48 +250,28 @@ class TasksPage(QWidget):
             self.split_stack.widget(i).setSizePolicy(pol, pol)
         self.split_stack.adjustSize()
         self._form_layout.setStretchFactor(self._splits_box, 0 if index == 0 else 10)
-        if update and not self._syncing:
-            if key == "classes" and not any(self.class_table.assignment().values()):
-                self._fill_from_ratio()
-            self._on_edit()
 
-    def _on_rotations(self, on: bool) -> None:
-        if self._syncing:
-            return
-        self.state.config.dataset.rotations = on
-        self.state.changed("dataset")
-        self.reload_requested.emit()
+    def _on_strategy_edited(self, split: str) -> None:
+        if split == "classes" and not any(self.class_table.assignment().values()):
+            self._fill_from_ratio()
 
-    def _on_config_changed(self, section: str) -> None:
-        if not self._syncing and section in ("all", "task", "dataset"):
-            self.sync_from_config()
-
-    def _on_dataset_changed(self) -> None:
-        self._fill_tables()
-        self.sync_from_config()
-
-    def _fill_tables(self) -> None:
+    def _table_rows(self, kind: str) -> list[tuple[str, int]]:
+        """(name, examples) of each class or domain of the loaded dataset."""
         ds = self.state.dataset
-        t = self.state.config.task
         if ds is None or not self.state.dataset_ready:
-            self.class_table.set_rows([], {})
-            self.domain_table.set_rows([], {})
-            return
+            return []
         st = ds.stats()
-        assign = {c: s for s in ("train", "val", "test") for c in getattr(t, f"{s}_classes")}
-        self.class_table.set_rows(list(st.per_class.items()), assign)
-        dassign = {d: s for s in ("train", "val", "test") for d in getattr(t, f"{s}_domains")}
+        if kind == "classes":
+            return list(st.per_class.items())
         items_per_domain: dict[str, int] = {}
         for c, d in zip(ds.classes, ds.class_domains, strict=True):
             items_per_domain[d] = items_per_domain.get(d, 0) + st.per_class[c]
-        self.domain_table.set_rows(sorted(items_per_domain.items()), dassign)
+        return sorted(items_per_domain.items())
 
     def _fill_from_ratio(self) -> None:
         ds = self.state.dataset
         if ds is None or not self.state.dataset_ready:
             return
-        import dataclasses
-
         t = dataclasses.replace(self.state.config.task, split="ratio")
         try:
             parts = split_classes(ds, t)
@@ -321,9 +279,8 @@ class TasksPage(QWidget):
             self.banner.show_message("error", str(exc))
             return
         assign = {ds.classes[i]: s for s, ids in parts.items() for i in ids}
-        self.class_table.set_rows(list(ds.stats().per_class.items()), assign)
-        if not self._syncing:
-            self._on_edit()
+        self.class_table.set_rows(self._table_rows("classes"), assign)
+        binding_of(self.class_table).commit()
 
     # --- checking -------------------------------------------------------------------------------
     def check(self) -> str:

@@ -25,8 +25,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSlider,
-    QSpinBox,
-    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -35,8 +33,16 @@ from PySide6.QtWidgets import (
 from metagui.core import algorithms
 from metagui.core.errors import MetaGUIError
 from metagui.gui import icons, theme
-from metagui.gui.state import AppState
-from metagui.gui.widgets.common import Banner, PageHeader, human_seconds, page_layout
+from metagui.gui.state import AppState, dataset_key
+from metagui.gui.widgets.binding import bind, spin_box
+from metagui.gui.widgets.common import (
+    Banner,
+    PageHeader,
+    human_seconds,
+    muted_label,
+    page_layout,
+    splitter,
+)
 from metagui.gui.widgets.curves import AdaptationPlot, LivePlot
 from metagui.gui.widgets.stall import StallMeter
 from metagui.gui.workers import TrainingSession
@@ -74,6 +80,28 @@ class TrainPage(QWidget):
         self.stall = StallMeter(10, self)
 
         outer = page_layout(self)
+        outer.addWidget(self._build_header())
+        outer.addLayout(self._build_budget_row())
+        self.banner = Banner(closable=True)
+        outer.addWidget(self.banner)
+        outer.addLayout(self._build_status_strip())
+        split = splitter(Qt.Orientation.Vertical)
+        split.addWidget(self._build_plots())
+        split.addWidget(self._build_tabs())
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        split.setSizes([560, 150])
+        outer.addWidget(split, 1)
+        self.timer = QTimer(self)
+        self.timer.setInterval(REDRAW_MS)
+        self.timer.timeout.connect(self._tick)
+        state.config_changed.connect(self._show_toml)
+        self._show_toml()
+        self._update_buttons()
+        self.apply_theme()
+
+    # --- building ----------------------------------------------------------------------------
+    def _build_header(self) -> PageHeader:
         self.header = PageHeader(
             "train", "Train",
             "Meta-train: the learner practises on thousands of tasks and gets better at learning new ones. "
@@ -81,45 +109,54 @@ class TrainPage(QWidget):
         self.start_button = QPushButton("Train")
         self.start_button.setObjectName("Primary")
         self.start_button.setToolTip("Start meta-training with the current settings (Ctrl+Return)")
+        self.start_button.clicked.connect(lambda: self.start())
         self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Pause after the current step; Resume continues (F6)")
+        self.pause_button.clicked.connect(self.toggle_pause)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the current step; the last checkpoint is kept (Shift+F5)")
+        self.stop_button.clicked.connect(self.stop)
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Export this run: MetaGUI bundle, TorchScript or ONNX")
         self.export_button.clicked.connect(lambda: self.run_id is not None and self.export_requested.emit(self.run_id))
         for b in (self.start_button, self.pause_button, self.stop_button, self.export_button):
             self.header.actions.addWidget(b)
-        outer.addWidget(self.header)
+        return self.header
 
-        # budget and display settings
+    def _build_budget_row(self) -> QHBoxLayout:
+        """The training budget (bound to the config) and how the curves are smoothed."""
         row = QHBoxLayout()
         row.setSpacing(8)
-        self.steps = self._spin(1, 10_000_000, "Meta-training steps (meta-updates)")
-        self.val_every = self._spin(1, 1_000_000, "Validate every this many steps (and keep the best checkpoint)")
-        self.val_episodes = self._spin(1, 100_000, "Validation episodes; more gives a tighter 95% confidence band")
-        for label, w in (("Steps", self.steps), ("Validate every", self.val_every), ("Validation episodes", self.val_episodes)):
+        self.steps = spin_box(1, 10_000_000, "Meta-training steps (meta-updates)", min_width=90, separators=True)
+        self.val_every = spin_box(1, 1_000_000, "Validate every this many steps (and keep the best checkpoint)",
+                                  min_width=90, separators=True)
+        self.val_episodes = spin_box(1, 100_000, "Validation episodes; more gives a tighter 95% confidence band",
+                                     min_width=90, separators=True)
+        for label, w, field in (("Steps", self.steps, "training.steps"),
+                                ("Validate every", self.val_every, "training.val_every"),
+                                ("Validation episodes", self.val_episodes, "training.val_episodes")):
+            bind(w, self.state, field)
             row.addWidget(QLabel(label))
             row.addWidget(w)
         row.addSpacing(16)
         self.smooth = QCheckBox("Smooth")
         self.smooth.setChecked(True)
         self.smooth.setToolTip("Exponential moving average of the per-step curves (the raw values stay faint)")
+        self.smooth.toggled.connect(self._apply_smoothing)
         self.smooth_weight = QSlider(Qt.Orientation.Horizontal)
         self.smooth_weight.setRange(50, 99)
         self.smooth_weight.setValue(90)
         self.smooth_weight.setFixedWidth(110)
         self.smooth_weight.setToolTip("Smoothing weight: how much of the past each point keeps (0.50 to 0.99)")
+        self.smooth_weight.valueChanged.connect(self._apply_smoothing)
         self.smooth_value = QLabel("0.90")
         row.addWidget(self.smooth)
         row.addWidget(self.smooth_weight)
         row.addWidget(self.smooth_value)
         row.addStretch(1)
-        outer.addLayout(row)
+        return row
 
-        self.banner = Banner(closable=True)
-        outer.addWidget(self.banner)
-
+    def _build_status_strip(self) -> QHBoxLayout:
         strip = QHBoxLayout()
         strip.setSpacing(14)
         self.progress = QProgressBar()
@@ -134,10 +171,9 @@ class TrainPage(QWidget):
         for k, lab in self.labels.items():
             lab.setToolTip(tips[k])
             strip.addWidget(lab)
-        outer.addLayout(strip)
+        return strip
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setChildrenCollapsible(False)
+    def _build_plots(self) -> QWidget:
         plots = QWidget()
         grid = QGridLayout(plots)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -161,8 +197,10 @@ class TrainPage(QWidget):
         self.live_plots = [self.loss_plot, self.metric_plot, self.speed_plot, self.memory_plot]
         self._groups = [[self.loss_plot, self.memory_plot], [self.metric_plot, self.speed_plot]]
         self._turn = 0
-        split.addWidget(plots)
+        return plots
 
+    def _build_tabs(self) -> QTabWidget:
+        """The log, and the run's config as TOML with ways to repeat it in a terminal."""
         self.tabs = QTabWidget()
         self.log = QPlainTextEdit()
         self.log.setObjectName("Mono")
@@ -178,75 +216,25 @@ class TrainPage(QWidget):
         cl.addWidget(self.toml, 1)
         brow = QHBoxLayout()
         self.save_toml_button = QPushButton("Save TOML…")
+        self.save_toml_button.clicked.connect(self.save_toml)
         self.copy_cli_button = QPushButton("Copy CLI command")
         self.copy_cli_button.setToolTip("Save this config next to the run database and copy the command "
                                         "that repeats the run in a terminal")
-        self.cli_label = QLabel()
-        self.cli_label.setObjectName("Muted")
+        self.copy_cli_button.clicked.connect(self.copy_cli)
+        self.cli_label = muted_label()
         self.cli_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         brow.addWidget(self.save_toml_button)
         brow.addWidget(self.copy_cli_button)
         brow.addWidget(self.cli_label, 1)
         cl.addLayout(brow)
         self.tabs.addTab(cfg_tab, "Run config (TOML)")
-        split.addWidget(self.tabs)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 1)
-        split.setSizes([560, 150])
-        outer.addWidget(split, 1)
-
-        self.timer = QTimer(self)
-        self.timer.setInterval(REDRAW_MS)
-        self.timer.timeout.connect(self._tick)
-        self.start_button.clicked.connect(lambda: self.start())
-        self.pause_button.clicked.connect(self.toggle_pause)
-        self.stop_button.clicked.connect(self.stop)
-        self.smooth.toggled.connect(self._apply_smoothing)
-        self.smooth_weight.valueChanged.connect(self._apply_smoothing)
-        self.save_toml_button.clicked.connect(self.save_toml)
-        self.copy_cli_button.clicked.connect(self.copy_cli)
-        for w in (self.steps, self.val_every, self.val_episodes):
-            w.valueChanged.connect(self._on_budget)
-        state.config_changed.connect(self._on_config_changed)
-        self._syncing = False
-        self.sync_from_config()
-        self._update_buttons()
-        self.apply_theme()
-
-    @staticmethod
-    def _spin(low: int, high: int, tip: str) -> QSpinBox:
-        s = QSpinBox()
-        s.setRange(low, high)
-        s.setToolTip(tip)
-        s.setGroupSeparatorShown(True)
-        s.setMinimumWidth(90)
-        return s
+        return self.tabs
 
     # --- config ----------------------------------------------------------------------------------
-    def sync_from_config(self) -> None:
-        self._syncing = True
-        t = self.state.config.training
-        self.steps.setValue(t.steps)
-        self.val_every.setValue(t.val_every)
-        self.val_episodes.setValue(t.val_episodes)
-        self._syncing = False
+    def _show_toml(self, *_: object) -> None:
+        """The config as TOML, unless a run's own config is shown while it trains."""
         if not self.running:
             self.toml.setPlainText(self.state.config.to_toml())
-
-    def _on_budget(self) -> None:
-        if self._syncing:
-            return
-        t = self.state.config.training
-        t.steps, t.val_every, t.val_episodes = self.steps.value(), self.val_every.value(), self.val_episodes.value()
-        self._syncing = True
-        self.state.changed("training")
-        self._syncing = False
-        if not self.running:
-            self.toml.setPlainText(self.state.config.to_toml())
-
-    def _on_config_changed(self, section: str) -> None:
-        if not self._syncing:
-            self.sync_from_config()
 
     # --- controls ---------------------------------------------------------------------------------
     @property
@@ -265,7 +253,6 @@ class TrainPage(QWidget):
                 self.banner.show_message("error", message)
                 self.config_issue.emit(page)
                 return False
-        self._on_budget()
         cfg = self.state.config.copy()
         if resume_run is not None:
             try:
@@ -276,7 +263,8 @@ class TrainPage(QWidget):
             except MetaGUIError as exc:
                 self.banner.show_message("error", str(exc))
                 return False
-        dataset = self.state.dataset if self.state.dataset_ready and cfg.dataset == self.state.config.dataset else None
+        same_data = dataset_key(cfg.dataset) == dataset_key(self.state.config.dataset)
+        dataset = self.state.dataset if self.state.dataset_ready and same_data else None
         if cfg.dataset.source == "sinusoid":
             dataset = None
         self._reset_view(cfg)

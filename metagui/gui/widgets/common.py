@@ -9,7 +9,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -178,6 +180,36 @@ def page_layout(widget: QWidget) -> QVBoxLayout:
     lay.setContentsMargins(MARGIN, MARGIN - 4, MARGIN, MARGIN - 6)
     lay.setSpacing(SPACING)
     return lay
+
+
+def muted_label(text: str = "", wrap: bool = False) -> QLabel:
+    """A secondary line of text (help, a summary) in the theme's muted colour."""
+    label = QLabel(text)
+    label.setObjectName("Muted")
+    label.setWordWrap(wrap)
+    return label
+
+
+def splitter(orientation: Qt.Orientation = Qt.Orientation.Horizontal) -> QSplitter:
+    """A splitter whose panes cannot be collapsed away by dragging."""
+    split = QSplitter(orientation)
+    split.setChildrenCollapsible(False)
+    return split
+
+
+def scroll_area(widget: QWidget, min_width: int = 0, max_width: int = 0, horizontal: bool = True) -> QScrollArea:
+    """``widget`` in a frameless scroll area that resizes it (``horizontal``: may scroll sideways)."""
+    scroll = QScrollArea()
+    scroll.setWidget(widget)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    if not horizontal:
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    if min_width:
+        scroll.setMinimumWidth(min_width)
+    if max_width:
+        scroll.setMaximumWidth(max_width)
+    return scroll
 
 
 def primary_button(text: str, icon_name: str | None = None) -> QPushButton:
