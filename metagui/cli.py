@@ -100,12 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", default="best", choices=("best", "last"))
     x.add_argument("--episodes", type=int, default=20, help="held-out episodes for the adaptation figures (default 20)")
     x.add_argument("--no-data", action="store_true", help="do not load the run's dataset: check on random inputs only")
+    x.add_argument("--encoder", metavar="FOLDER", default=None,
+                   help="the pretrained text encoder's folder, for a bundle that pins a private one (checked by sha256)")
     x.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("predict", help="adapt a bundle to labelled examples and predict queries; prints JSON")
     pr.add_argument("bundle", help="a .metagui bundle (opened safely: nothing in it is executed)")
     pr.add_argument("--support", required=True, help="labelled examples: CSV/TSV (item,label) or JSON Lines {item, label}")
     pr.add_argument("--query", required=True, help="queries: a text file, one per line, or a CSV/JSON Lines item column")
+    pr.add_argument("--encoder", metavar="FOLDER", default=None,
+                    help="the pretrained text encoder's folder, for a bundle that pins a private one (checked by sha256)")
     pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("tour", help="scripted walk through the real window: screenshots + summary.json")
@@ -383,7 +387,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         result = export_run(args.db, int(args.run), args.format, args.out, checkpoint=args.checkpoint,
                             load_data=not args.no_data, episodes=args.episodes)
     else:
-        src = open_bundle(args.run).source()
+        src = open_bundle(args.run, args.encoder).source()
         result = export_model(src, args.format, args.out, load_data=not args.no_data, episodes=args.episodes)
     out = result.as_dict()
     for key in ("card", "snippet"):
@@ -393,9 +397,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from metagui.core.export import open_bundle, predict, read_items, read_labelled_items
+    from metagui.core.export import open_bundle, predict
+    from metagui.predict_files import read_items, read_labelled_items
 
-    bundle = open_bundle(args.bundle)
+    bundle = open_bundle(args.bundle, args.encoder)
     items, labels = read_labelled_items(args.support)
     print(json.dumps(predict(bundle.learner, bundle.pre, items, labels, read_items(args.query)), indent=1))
     return 0

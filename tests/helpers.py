@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from metagui.core.config import RunConfig
 from metagui.core.data.catalog import CATALOG, datasets_dir
@@ -218,3 +219,50 @@ def paired_gain(trained, untrained) -> tuple[float, float]:
     from metagui.core.experiment import mean_ci95
 
     return mean_ci95(np.asarray(trained) - np.asarray(untrained))
+
+
+# --- tiny pretrained encoders, saved by the tests themselves (nothing is downloaded) ----------
+WORDS = ("turn on off the light fan lamp kitchen please switch what is weather today tomorrow "
+         "set a timer for minutes cancel my card transfer money").split()
+
+
+def save_sentence_transformer(folder: Path, seed: int = 0) -> None:
+    """A sentence-transformers folder: a one-layer 16-d BERT over :data:`WORDS`, mean pooling."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer
+
+    raw = folder.parent / (folder.name + "-bert")
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizerFast(str(raw / "vocab.txt")).save_pretrained(str(raw))
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(str(raw))
+    word = Transformer(str(raw), max_seq_length=32)
+    SentenceTransformer(modules=[word, Pooling(16, "mean")], device="cpu").save(str(folder))
+
+
+def train_on_encoder(root: Path, encoder: Path, algorithm: str = "protonet", steps: int = 2):
+    """A run of ``steps`` meta-steps on the demo intents over a pretrained encoder: (store, run id)."""
+    from metagui.core.store import RunStore
+    from metagui.core.trainer import Trainer
+
+    store = RunStore(root / "runs.db")
+    cfg = RunConfig(name=f"{algorithm} on a pretrained encoder")
+    cfg.dataset.source = "intents"
+    cfg.algorithm.name = algorithm
+    cfg.algorithm.text_encoder = str(encoder)
+    cfg.algorithm.text_encoder_why = "chosen by you"
+    cfg.task.way, cfg.task.shot, cfg.task.query = 3, 2, 2
+    cfg.training.steps, cfg.training.val_every, cfg.training.val_episodes = steps, steps, 4
+    if algorithm == "maml":
+        cfg.algorithm.hyperparams["eval_steps"] = 3
+    trainer = Trainer(cfg, store=store)
+    assert trainer.run().status == "completed"
+    return store, trainer.run_id

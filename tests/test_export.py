@@ -356,7 +356,7 @@ def test_failed_or_cancelled_export_writes_nothing(trained, tmp_path, monkeypatc
     store, runs, _ = trained
     with pytest.raises(Cancelled):
         export_run(store, runs["maml-sinusoid"], "onnx", tmp_path, cancel=lambda: True)
-    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no export can pass
+    monkeypatch.setattr(export.source, "TOLERANCE", -1.0)  # no export can pass
     with pytest.raises(ExportError, match="parity check failed.*nothing was written"):
         export_run(store, runs["maml-sinusoid"], "onnx-adaptive", tmp_path, load_data=False)
     with pytest.raises(ExportError):
@@ -401,11 +401,11 @@ def _tampered(good: str) -> dict[str, tuple[bytes, str]]:
         "missing weights": (_raw_zip({"manifest.json": manifest, **{k: v for k, v in m.items() if k != "weights.safetensors"}}),
                             "missing weights.safetensors"),
         "altered weights": (_raw_zip({"manifest.json": manifest, **m, "weights.safetensors": save(wrong)}), "checksum"),
-        "wrong shapes": (export._zip_bytes({**m, "weights.safetensors": save(wrong)}), "tensor head.weight"),
-        "huge preprocessing": (export._zip_bytes({**m, "preprocessing.json": json.dumps({**pre, "text_buckets": 1 << 40}).encode()}),
+        "wrong shapes": (export.bundle.zip_bytes({**m, "weights.safetensors": save(wrong)}), "tensor head.weight"),
+        "huge preprocessing": (export.bundle.zip_bytes({**m, "preprocessing.json": json.dumps({**pre, "text_buckets": 1 << 40}).encode()}),
                                "out of range"),
         "zip bomb": (_raw_zip({"manifest.json": manifest, **m, "weights.safetensors": bytes(64 << 20)}), "zip bomb"),
-        "bad model": (export._zip_bytes({**m, "model.json": json.dumps({"algorithm": "os.system", "n_way": 0}).encode()}),
+        "bad model": (export.bundle.zip_bytes({**m, "model.json": json.dumps({"algorithm": "os.system", "n_way": 0}).encode()}),
                       "unknown algorithm"),
     }
 
@@ -429,9 +429,9 @@ def test_tampered_bundles_are_refused_and_change_nothing(good_bundle, tmp_path, 
 
 def test_bundles_of_other_families_are_bundle_only():
     cfg = small_config("protonet", "intents")
-    assert export.format_problem(cfg, "onnx") == "" and "unknown export format" in export.format_problem(cfg, "tflite")
+    assert export.export_problem(cfg, "onnx") == "" and "unknown export format" in export.export_problem(cfg, "tflite")
     bundle_only = [n for n, c in algorithms.REGISTRY.items() if c.family not in export.EXPORT_FAMILIES]
     for name in bundle_only:
         cfg.algorithm.name = name
-        assert "bundle only" in export.format_problem(cfg, "onnx-adaptive")
-        assert export.format_problem(cfg, "bundle") == ""
+        assert "bundle only" in export.export_problem(cfg, "onnx-adaptive")
+        assert export.export_problem(cfg, "bundle") == ""

@@ -13,7 +13,7 @@ from PySide6.QtGui import QGuiApplication
 from metagui.core.export import export_run
 from metagui.core.store import RunStore
 from metagui.core.trainer import Trainer, TrainingControl
-from tests.helpers import small_config
+from tests.helpers import save_sentence_transformer, small_config, train_on_encoder
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,24 @@ def test_export_page_onnx_adaptive_and_opening_bundles(export_window, qtbot, wai
     assert len(runs) == runs_before + 1 and runs[0]["name"].startswith("Imported:")
     assert panel.run_id == runs[0]["id"] and "best" in w.state.store.checkpoints(runs[0]["id"])
     assert runs[0]["id"] in [r["id"] for r in w.runs_page.model.rows]
+
+
+def test_opening_a_bundle_asks_for_a_private_encoder_it_cannot_find(make_window, qtbot, tmp_path, monkeypatch):
+
+    encoder = tmp_path / "my-encoder"
+    save_sentence_transformer(encoder)
+    store, rid = train_on_encoder(tmp_path / "elsewhere", encoder)
+    bundle = export_run(store, rid, "bundle", tmp_path, episodes=0).path
+    monkeypatch.setenv("METAGUI_DATA_DIR", str(tmp_path / "this-computer"))  # never used that encoder here
+    w = make_window(db=tmp_path / "runs.db")
+    w.go("export")
+    page = w.export_page
+    page.ask_open_path = lambda: bundle
+    asked = []
+    page.ask_encoder_folder = lambda why: asked.append(why) or ""  # the user cancels
+    qtbot.mouseClick(page.open_button, Qt.MouseButton.LeftButton)
+    assert "my-encoder" in asked[0] and page.banner.level == "error" and w.state.store.runs() == []
+    page.ask_encoder_folder = lambda why: asked.append(why) or str(encoder)
+    qtbot.mouseClick(page.open_button, Qt.MouseButton.LeftButton)
+    assert page.banner.level == "ok", page.banner.message()
+    assert len(asked) == 2 and len(w.state.store.runs()) == 1

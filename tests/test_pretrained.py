@@ -13,9 +13,8 @@ import torch
 from metagui.core.config import RunConfig
 from metagui.core.errors import ConfigError
 from metagui.core.pretrained import SentenceEncoder, detect_format
+from tests.helpers import WORDS, save_sentence_transformer
 
-WORDS = ("turn on off the light fan lamp kitchen please switch what is weather today tomorrow "
-         "set a timer for minutes cancel my card transfer money").split()
 TEXTS = ["turn on the light", "please switch off the fan", "what is the weather today", "set a timer for 5 minutes",
          "cancel my card", "unknown words only"]
 
@@ -50,27 +49,6 @@ def save_onnx_encoder(folder: Path) -> TokenStates:
                       dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"},
                                     "last_hidden_state": {0: "b", 1: "t"}})
     return model
-
-
-def save_sentence_transformer(folder: Path) -> None:
-    from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Pooling, Transformer
-
-    raw = folder.parent / "bert"
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(str(raw / "vocab.txt")).save_pretrained(str(raw))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(str(raw))
-    word = Transformer(str(raw), max_seq_length=32)
-    SentenceTransformer(modules=[word, Pooling(16, "mean")], device="cpu").save(str(folder))
 
 
 def test_onnx_folder_embeds_like_the_model(tmp_path):

@@ -197,6 +197,23 @@ def file_sha256(path: str | Path) -> str:
     return digest
 
 
+def folders_with(sha256: str, name: str) -> list[Path]:
+    """Folders on this computer whose file ``name`` was hashed before (``file_sha256``) with
+    this digest and is unchanged since: where a pinned model was used before."""
+    try:
+        known = json.loads(_sha_store().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    out = []
+    for key, digest in (known.items() if isinstance(known, dict) else ()):
+        path, _, rest = key.rpartition("|")
+        path = path.rpartition("|")[0]
+        p = Path(path)
+        if digest == sha256 and p.name == name and p.is_file() and f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" == key:
+            out.append(p.parent)
+    return out
+
+
 def _verify(known: KnownEncoder, folder: Path, where: str, fix: str) -> Path:
     weights = folder / "model.safetensors"
     if not weights.is_file():

@@ -64,7 +64,7 @@ class SentenceEncoder:
             except ImportError:
                 raise _missing("sentence-transformers") from None
             try:
-                with _hub_offline():
+                with offline_hub():
                     self._model: Any = SentenceTransformer(str(self.folder), device="cpu", local_files_only=True)
             except Exception as exc:  # the package raises many kinds; the user needs the message
                 raise ConfigError(f"cannot load the sentence-transformers model in {self.folder}: {exc}") from None
@@ -146,7 +146,7 @@ class SentenceEncoder:
 
 
 @contextmanager
-def _hub_offline() -> Iterator[None]:
+def offline_hub() -> Iterator[None]:
     """A local folder only: never ask a model hub while loading (it may be unreachable, and slow
     to say so). The environment is restored afterwards, so a download asked for later (a model
     id, ``core.encoder_source``) is still allowed."""

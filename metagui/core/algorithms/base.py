@@ -259,5 +259,10 @@ def create(name: str, backbone: nn.Module, n_way: int, hyperparams: dict[str, An
 def one_hot_means(emb: torch.Tensor, y: torch.Tensor, n_way: int) -> torch.Tensor:
     """Class means of embeddings [T, S, d] with labels [T, S] -> [T, n_way, d] (works for
     unbalanced support sets)."""
-    oh = F.one_hot(y, n_way).to(emb.dtype)  # [T, S, N]
-    return oh.transpose(1, 2) @ emb / oh.sum(1).clamp_min(1).unsqueeze(-1)
+    return onehot_means(emb, F.one_hot(y, n_way).to(emb.dtype))
+
+
+def onehot_means(emb: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Class means of embeddings [T, S, d] given one-hot labels [T, S, N] -> [T, N, d]; any
+    sizes (the exported graphs build the one-hot with a dynamic N)."""
+    return onehot.transpose(1, 2) @ emb / onehot.sum(1).clamp_min(1).unsqueeze(-1)

@@ -19,7 +19,7 @@ from metagui.core.algorithms.base import (
     HyperParam,
     MetaLearner,
     Predictor,
-    one_hot_means,
+    onehot_means,
     register,
 )
 from metagui.core.tasks import EpisodeBatch
@@ -30,6 +30,12 @@ class MetricLearner(MetaLearner):
 
     def scores(self, es: torch.Tensor, sy: torch.Tensor, eq: torch.Tensor, n_way: int) -> torch.Tensor:
         """Class scores [T, Q, N] of query embeddings given support embeddings."""
+        return self.score_onehot(es, F.one_hot(sy, n_way).to(es.dtype), eq)
+
+    def score_onehot(self, es: torch.Tensor, support_onehot: torch.Tensor, eq: torch.Tensor) -> torch.Tensor:
+        """Class scores [T, Q, N] of query embeddings [T, Q, d], given support embeddings
+        [T, S, d] and their one-hot labels [T, S, N]. Written with shape-generic tensor ops:
+        training and the exported graphs (any number of classes) both call it."""
         raise NotImplementedError
 
     def loss_from_scores(self, scores: torch.Tensor, qy: torch.Tensor) -> torch.Tensor:
@@ -90,12 +96,12 @@ class ProtoNet(MetricLearner):
         if self.hp["distance"] == "cosine":
             self.log_scale = nn.Parameter(torch.tensor(2.3))  # temperature ~10 at the start
 
-    def scores(self, es, sy, eq, n_way):
-        protos = one_hot_means(es, sy, n_way)
+    def score_onehot(self, es, support_onehot, eq):
+        protos = onehot_means(es, support_onehot)
         if self.hp["distance"] == "cosine":
             sim = F.normalize(eq, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
             return self.log_scale.exp() * sim
-        return -torch.cdist(eq, protos).pow(2)
+        return -(eq.unsqueeze(2) - protos.unsqueeze(1)).pow(2).sum(-1)
 
 
 @register
@@ -122,27 +128,27 @@ class MatchingNet(MetricLearner):
             self.query_cell = nn.LSTMCell(d, d)
 
     def contextualise(self, es: torch.Tensor, eq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-context embeddings: support [T, S, d] through a bidirectional LSTM, queries
+        [T, Q, d] read the support set with an attention LSTM."""
         d = es.shape[-1]
         out, _ = self.support_lstm(es)
         g = es + out[..., :d] + out[..., d:]
-        t, q, _ = eq.shape
-        x = eq.reshape(t * q, d)
-        g_rep = g.repeat_interleave(q, dim=0)  # [T*Q, S, d]
+        x = eq.reshape(-1, d)  # [T*Q, d]
         h = torch.zeros_like(x)
         c = torch.zeros_like(x)
         for _ in range(self.hp["fce_steps"]):
-            attn = torch.softmax((g_rep @ h.unsqueeze(-1)).squeeze(-1), dim=-1)
-            read = (attn.unsqueeze(-1) * g_rep).sum(1)
+            attn = torch.softmax(h.view_as(eq) @ g.transpose(1, 2), dim=-1)  # [T, Q, S]
+            read = (attn @ g).reshape(-1, d)
             h, c = self.query_cell(x, (h + read, c))
             h = h + x
-        return g, h.reshape(t, q, d)
+        return g, h.view_as(eq)
 
-    def scores(self, es, sy, eq, n_way):
+    def score_onehot(self, es, support_onehot, eq):
         if self.hp["fce"]:
             es, eq = self.contextualise(es, eq)
         sim = F.normalize(eq, dim=-1) @ F.normalize(es, dim=-1).transpose(1, 2)
         attn = torch.softmax(self.hp["temperature"] * sim, dim=-1)  # [T, Q, S]
-        probs = attn @ F.one_hot(sy, n_way).to(attn.dtype)
+        probs = attn @ support_onehot
         return torch.log(probs.clamp_min(1e-8))  # log-probabilities act as scores
 
     def loss_from_scores(self, scores, qy):
@@ -189,14 +195,14 @@ class RelationNet(MetricLearner):
         if self.hp["cosine_skip"]:
             self.skip_gain = nn.Parameter(torch.tensor(10.0))
 
-    def scores(self, es, sy, eq, n_way):
+    def score_onehot(self, es, support_onehot, eq):
         # class feature: mean of its support embeddings (the paper sums; the mean keeps the
         # scale fixed when support sets are unbalanced)
-        return self.relate(one_hot_means(es, sy, n_way), eq)
+        return self.relate(onehot_means(es, support_onehot), eq)
 
     def relate(self, cls: torch.Tensor, eq: torch.Tensor) -> torch.Tensor:
         """Scores [T, Q, N] in (0, 1) of class features [T, N, d] against query embeddings
-        [T, Q, d] (the exports call this too)."""
+        [T, Q, d]."""
         cos = None
         if self.hp["cosine_feature"] or self.hp["cosine_skip"]:
             cos = F.normalize(eq, dim=-1) @ F.normalize(cls, dim=-1).transpose(1, 2)  # [T, Q, N]

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QTableWidget,
@@ -36,7 +37,14 @@ from PySide6.QtWidgets import (
 
 from metagui.core.config import RunConfig
 from metagui.core.errors import MetaGUIError
-from metagui.core.export import FORMATS, SUFFIXES, TOLERANCE, format_problem, import_bundle
+from metagui.core.export import (
+    FORMATS,
+    SUFFIXES,
+    TOLERANCE,
+    EncoderNeeded,
+    export_problem,
+    import_bundle,
+)
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState, dataset_key
 from metagui.gui.widgets.common import (
@@ -220,7 +228,7 @@ class ExportPanel(QWidget):
             return f"Run {self.run_id} has an unreadable config."
         if not self.folder.text().strip():
             return "Choose a folder to write to."
-        return format_problem(cfg, self.fmt)
+        return export_problem(cfg, self.fmt)
 
     def _update_target(self, *_: object) -> None:
         path = self.target_path()
@@ -356,6 +364,7 @@ class ExportPage(QWidget):
         super().__init__(parent)
         self.state = state
         self.ask_open_path = self._ask_open_path  # replaced in tests
+        self.ask_encoder_folder = self._ask_encoder_folder
         outer = page_layout(self)
         self.header = PageHeader(
             "export", "Export",
@@ -381,18 +390,31 @@ class ExportPage(QWidget):
         path = path or self.ask_open_path()
         if not path:
             return None
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            run_id = import_bundle(self.state.store, path)
-        except MetaGUIError as exc:
-            self.banner.show_message("error", f"{exc}. Nothing was added.")
-            return None
-        finally:
-            QApplication.restoreOverrideCursor()
+        encoder = None
+        while True:
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            try:
+                run_id = import_bundle(self.state.store, path, encoder)
+                break
+            except EncoderNeeded as exc:  # a sound bundle whose encoder is elsewhere: ask where
+                QApplication.restoreOverrideCursor()
+                encoder = self.ask_encoder_folder(str(exc))
+                if not encoder:
+                    self.banner.show_message("error", f"{exc}. Nothing was added.")
+                    return None
+            except MetaGUIError as exc:
+                self.banner.show_message("error", f"{exc}. Nothing was added.")
+                return None
+            finally:
+                QApplication.restoreOverrideCursor()
         self.banner.show_message("ok", f"Opened {Path(path).name} as run {run_id}: it is in Runs and in Try it.")
         self.panel.refresh_runs(select=run_id)
         self.imported.emit(run_id)
         return run_id
+
+    def _ask_encoder_folder(self, why: str) -> str:
+        QMessageBox.information(self, "Text encoder needed", f"{why[:1].upper()}{why[1:]}.\n\nChoose its folder next.")
+        return QFileDialog.getExistingDirectory(self, "The bundle's text encoder folder")
 
     def _ask_open_path(self) -> str:
         path, _ = QFileDialog.getOpenFileName(self, "Open MetaGUI bundle", "", "MetaGUI bundle (*.metagui);;All files (*)")
