@@ -125,3 +125,6 @@ def test_a_run_on_a_pretrained_encoder_trains_saves_and_reloads(tmp_path):
     texts = ["turn on the light", "cancel my card", "turn off the lamp"]
     pre = Preprocessing.from_dict(meta["preprocessing"])
     assert torch.equal(TextFeaturizer(pre)(texts), TextFeaturizer(exp.pre)(texts))  # the same encoder inputs
+    from metagui.core.chat import ChatEngine
+
+    assert ChatEngine(learner, pre).method().endswith("on enc sentence embeddings")  # the Try it pane says which

@@ -44,6 +44,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,11 +148,16 @@ class ChatEngine:
         return int(self.steps if self.steps is not None else self.learner.hp.get("eval_steps", 0))
 
     def method(self) -> str:
+        """How the learner adapts, and on which pretrained text encoder (when it has one)."""
         if self.gradient_head:
-            return f"{self.inner_steps} inner gradient steps"
-        if self.family == "metric":
-            return "class embeddings of the examples, no gradient steps"
-        return f"{self.learner.label}'s own adaptation"
+            how = f"{self.inner_steps} inner gradient steps"
+        elif self.family == "metric":
+            how = "class embeddings of the examples, no gradient steps"
+        else:
+            how = f"{self.learner.label}'s own adaptation"
+        if self.pre.text_encoder:
+            how += f", on {Path(self.pre.text_encoder).name} sentence embeddings"
+        return how
 
     @property
     def baseline_label(self) -> str:
