@@ -76,6 +76,24 @@ class ExportPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(8)
+        lay.addLayout(self._build_choices(state))
+        lay.addLayout(self._build_action_row())
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+        lay.addWidget(self._build_result_tabs(), 1)
+
+        self.run.currentIndexChanged.connect(self._on_run)
+        self.format.currentIndexChanged.connect(self._update_target)
+        self.checkpoint.currentIndexChanged.connect(self._update_target)
+        self.folder.textChanged.connect(self._update_target)
+        self.browse.clicked.connect(self._browse)
+        self.export_button.clicked.connect(self.start)
+        self.progress.cancel_requested.connect(self.cancel)
+        self.copy_button.clicked.connect(self.copy_snippet)
+        self.refresh_runs(select=run_id)
+
+    # --- building ----------------------------------------------------------------------------
+    def _build_choices(self, state: AppState) -> QFormLayout:
         form = QFormLayout()
         self.run = QComboBox()
         self.run.setToolTip("A run with a saved checkpoint")
@@ -98,8 +116,9 @@ class ExportPanel(QWidget):
         form.addRow("Checkpoint", self.checkpoint)
         form.addRow("Folder", folder_row)
         form.addRow("", self.target)
-        lay.addLayout(form)
+        return form
 
+    def _build_action_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
         self.export_button = primary_button("Export", "export")
         self.export_button.setToolTip("Write the export, then check it against the live model")
@@ -107,11 +126,19 @@ class ExportPanel(QWidget):
         self.progress = ProgressRow()
         row.addWidget(self.progress, 1)
         row.addStretch(0)
-        lay.addLayout(row)
-        self.banner = Banner()
-        lay.addWidget(self.banner)
+        return row
 
+    def _build_result_tabs(self) -> QTabWidget:
         self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_parity_tab(), "Parity and files")
+        self.tabs.addTab(self._build_code_tab(), "Code")
+        self.card = QTextBrowser()
+        self.card.setOpenExternalLinks(False)
+        self.tabs.addTab(self.card, "Model card")
+        self.tabs.setEnabled(False)
+        return self.tabs
+
+    def _build_parity_tab(self) -> QWidget:
         self.parity = QTableWidget(0, 3)
         self.parity.setHorizontalHeaderLabels(["check", "max |difference|", ""])
         self.parity.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -124,12 +151,15 @@ class ExportPanel(QWidget):
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.summary.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        summary_tab = QWidget()
-        sl = QVBoxLayout(summary_tab)
+        tab = QWidget()
+        sl = QVBoxLayout(tab)
         sl.addWidget(self.summary)
         sl.addWidget(self.parity, 1)
-        code_tab = QWidget()
-        cl = QVBoxLayout(code_tab)
+        return tab
+
+    def _build_code_tab(self) -> QWidget:
+        tab = QWidget()
+        cl = QVBoxLayout(tab)
         self.snippet = QPlainTextEdit()
         self.snippet.setObjectName("Mono")
         self.snippet.setReadOnly(True)
@@ -139,23 +169,7 @@ class ExportPanel(QWidget):
         self.copy_button.setToolTip("Copy the snippet: it loads and runs the export with onnxruntime or torch alone")
         cl.addWidget(self.snippet, 1)
         cl.addWidget(self.copy_button, 0, Qt.AlignmentFlag.AlignRight)
-        self.card = QTextBrowser()
-        self.card.setOpenExternalLinks(False)
-        self.tabs.addTab(summary_tab, "Parity and files")
-        self.tabs.addTab(code_tab, "Code")
-        self.tabs.addTab(self.card, "Model card")
-        lay.addWidget(self.tabs, 1)
-        self.tabs.setEnabled(False)
-
-        self.run.currentIndexChanged.connect(self._on_run)
-        self.format.currentIndexChanged.connect(self._update_target)
-        self.checkpoint.currentIndexChanged.connect(self._update_target)
-        self.folder.textChanged.connect(self._update_target)
-        self.browse.clicked.connect(self._browse)
-        self.export_button.clicked.connect(self.start)
-        self.progress.cancel_requested.connect(self.cancel)
-        self.copy_button.clicked.connect(self.copy_snippet)
-        self.refresh_runs(select=run_id)
+        return tab
 
     # --- choices ------------------------------------------------------------------------------
     def refresh_runs(self, select: int | None = None) -> None:
