@@ -1,6 +1,6 @@
 """``metagui``: with no arguments it opens the app; subcommands run the same configs headless.
 
-    metagui train run.toml [--db PATH]
+    metagui train run.toml [--db PATH]  |  metagui train --resume RUN
     metagui eval RUN [--dataset D | --episodes FILE] [--way N --shot K --query Q --episodes-count E]
     metagui export RUN --format bundle|torchscript|onnx|onnx-adaptive --out PATH
     metagui predict BUNDLE --support FILE --query FILE
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -43,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="open the app on the built-in demo project")
     sub = p.add_subparsers(dest="command")
 
-    t = sub.add_parser("train", help="meta-train from a TOML config")
-    t.add_argument("config", help="run config (TOML), e.g. saved from the app")
+    t = sub.add_parser("train", help="meta-train from a TOML config, or resume a stopped run")
+    t.add_argument("config", nargs="?", help="run config (TOML), e.g. saved from the app")
+    t.add_argument("--resume", type=int, metavar="RUN",
+                   help="continue run RUN (see `metagui runs`) from its last checkpoint to its configured steps")
     t.add_argument("--db", dest="db", default=argparse.SUPPRESS)
-    t.add_argument("--steps", type=int, help="override training.steps")
+    t.add_argument("--steps", type=int, help="override training.steps (with --resume: train the run this far)")
     t.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
     t.add_argument("--quiet", action="store_true", help="print only the result")
     t.set_defaults(func=cmd_train)
@@ -178,14 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
 # --- train ------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from metagui.core.config import RunConfig
+    from metagui.core.errors import ConfigError
     from metagui.core.store import RunStore
-    from metagui.core.trainer import Trainer, TrainingControl
+    from metagui.core.trainer import Trainer, TrainingControl, resume_point
 
-    cfg = RunConfig.load(args.config)
+    if (args.config is None) == (args.resume is None):
+        raise ConfigError("give a run config (TOML) to start a run, or --resume RUN to continue one")
+    if args.resume is not None:
+        store = RunStore(args.db)
+        cfg = RunConfig.from_toml(store.run(args.resume)["config"])
+    else:
+        cfg = RunConfig.load(args.config)  # a bad config fails before the store is opened
+        store = None
     if args.steps:
         cfg.training.steps = args.steps
     if args.device:
         cfg.training.device = args.device
+    if store is not None:
+        resume_point(store, args.resume, cfg)  # why it cannot be resumed, before anything starts
     _fetch_text_encoder(cfg.algorithm.text_encoder)
     if cfg.algorithm.text_encoder:
         from metagui.core.presets import pretrained_caveat
@@ -195,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{f' ({cfg.algorithm.text_encoder_why})' if cfg.algorithm.text_encoder_why else ''}", file=sys.stderr)
         if caveat:
             print(f"metagui: warning: {caveat}", file=sys.stderr)
-    store = RunStore(args.db)
+    store = store or RunStore(args.db)
     control = TrainingControl()
     quiet = args.quiet
     last_print = [0.0]
@@ -203,7 +216,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_event(ev: dict) -> None:
         kind = ev["kind"]
         if kind == "started":
-            print(f"run {ev['run_id']} started on {ev['device']} ({cfg.algorithm.name}, {ev['steps']} steps)", flush=True)
+            verb = "resumed at step " + str(ev["start_step"]) if args.resume is not None else "started"
+            print(f"run {ev['run_id']} {verb} on {ev['device']} ({cfg.algorithm.name}, {ev['steps']} steps)", flush=True)
         elif quiet:
             return
         elif kind == "metrics":
@@ -218,23 +232,40 @@ def cmd_train(args: argparse.Namespace) -> int:
             v = ev["metrics"]
             metric = next((k for k in ("mse", "return") if k in v), "accuracy")
             print(f"  validation at step {ev['step']}: {metric} {v[metric]:.4f} ± {v['ci95']:.4f}", flush=True)
-        elif kind == "error":
-            print(f"  error: {ev['message']}", file=sys.stderr, flush=True)
+        # errors end the run: the result's one line below says what happened
 
-    previous = signal.signal(signal.SIGINT, lambda *_: (control.cancel(), print("\nstopping after this step...", flush=True)))
+    received: list[int] = []
+
+    def on_signal(signum, frame) -> None:  # Ctrl-C, kill (SIGTERM), a closed terminal: stop after this step
+        received.append(signum)
+        control.cancel()
+        try:
+            os.write(sys.stderr.fileno(), b"\nstopping after this step...\n")
+        except (OSError, ValueError):
+            pass
+
+    stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, on_signal) for sig in stops}
     try:
-        result = Trainer(cfg, store, on_event, control).run()
+        result = Trainer(cfg, store, on_event, control, resume_run=args.resume).run()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     summary = {"run": result.run_id, "status": result.status, "steps": result.steps,
                "best_val": result.best_val, "best_val_ci95": result.best_val_ci, "seconds": round(result.duration_s, 1)}
     print(json.dumps(summary))
-    if result.status == "failed":
+    code = 0
+    if result.status in ("failed", "diverged"):
         print(f"metagui: error: {result.error}", file=sys.stderr)
-        return 2
-    if result.status == "diverged":
-        return 3
-    return 130 if result.status == "cancelled" else 0
+        code = 2 if result.status == "failed" else 3
+    elif result.status == "cancelled":
+        last = store.checkpoints(result.run_id).get("last") if result.run_id else None
+        if last:
+            print(f"metagui: run {result.run_id} stopped at step {last['step']}; its checkpoint is kept: "
+                  f"`metagui train --resume {result.run_id}` continues it", file=sys.stderr)
+        code = 128 + (received[0] if received else signal.SIGINT)
+    store.close()
+    return code
 
 
 def _fetch_text_encoder(spec: str) -> None:
@@ -262,9 +293,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --- listings ---------------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
-    from metagui.core.store import RunStore
+    from metagui.core.store import RunStore, default_db_path
 
-    rows = RunStore(args.db).runs()
+    path = Path(args.db) if args.db else default_db_path()
+    if not path.exists():  # nothing to list: and nothing is created
+        rows = []
+    else:
+        store = RunStore.for_reading(path)  # runs whose process is gone are reaped as they are listed
+        rows = store.runs()
+        store.close()
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0

@@ -19,3 +19,15 @@ class Cancelled(MetaGUIError):
 
 class TrainingFailed(MetaGUIError):
     """Meta-training ended without completing (diverged, failed) where completion was needed."""
+
+
+class StoreError(MetaGUIError):
+    """The run store cannot be used: not MetaGUI's, damaged, read-only where writing is needed,
+    written by a newer version. The file is left as it was."""
+
+
+class CheckpointDamaged(DataError):
+    """A checkpoint's files are truncated, garbled or from different saves."""
+
+    def __init__(self, where: object, reason: str) -> None:
+        super().__init__(f"checkpoint damaged: {where}: {reason}")

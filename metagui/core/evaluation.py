@@ -15,10 +15,10 @@ from metagui.core.algorithms.base import MetaLearner
 from metagui.core.checkpoint import load_checkpoint, read_meta
 from metagui.core.config import DatasetConfig, RunConfig
 from metagui.core.device import select_device
-from metagui.core.errors import ConfigError, DataError, MetaGUIError
+from metagui.core.errors import CheckpointDamaged, ConfigError, DataError, MetaGUIError
 from metagui.core.experiment import Experiment, evaluate, mean_ci95
 from metagui.core.models import Preprocessing, TextFeaturizer, make_backbone
-from metagui.core.store import RunStore
+from metagui.core.store import RunStore, default_db_path
 from metagui.core.tasks import episode_from_items, read_episodes_file, step_rng
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".txt"}
@@ -46,10 +46,14 @@ def dataset_config_from_arg(arg: str, base: DatasetConfig | None = None) -> Data
 def load_learner(folder: Path, kind: str, device: torch.device) -> tuple[MetaLearner, dict[str, Any]]:
     """Rebuild a learner from a checkpoint folder (no pickle: safetensors + JSON)."""
     meta = read_meta(folder, kind)
-    pre = Preprocessing.from_dict(meta["preprocessing"])
-    cfg = RunConfig.from_dict(meta["config"])
+    try:
+        pre = Preprocessing.from_dict(meta["preprocessing"])
+        cfg = RunConfig.from_dict(meta["config"])
+        algorithm, n_way, hyperparams = meta["algorithm"], int(meta["n_way"]), meta["hyperparams"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointDamaged(folder / f"{kind}.json", f"its description is incomplete ({type(exc).__name__}: {exc})") from None
     backbone = make_backbone(cfg.algorithm.backbone, pre)
-    learner = algorithms.create(meta["algorithm"], backbone, int(meta["n_way"]), meta["hyperparams"])
+    learner = algorithms.create(algorithm, backbone, n_way, hyperparams)
     load_checkpoint(folder, kind, learner, with_optimizer=False)
     return learner.to(device).eval(), meta
 
@@ -88,7 +92,10 @@ def evaluate_run(
     way: int | None = None, shot: int | None = None, query: int | None = None, episodes: int = 600,
     split: str = "test", checkpoint: str = "best", device: str = "auto",
 ) -> dict[str, Any]:
-    store = RunStore(db)
+    path = Path(db) if db else default_db_path()
+    if not path.exists():
+        raise MetaGUIError(f"no run with id {run_id}: there is no run store at {path}")
+    store = RunStore.for_reading(path)
     run = store.run(run_id)
     dev = select_device(device)
     learner, meta = load_learner(checkpoint_folder(store, run_id, checkpoint), checkpoint, dev)

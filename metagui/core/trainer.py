@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from metagui.core.checkpoint import load_checkpoint, save_checkpoint
+from metagui.core.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from metagui.core.config import RunConfig
 from metagui.core.device import select_device
 from metagui.core.errors import Cancelled, ConfigError, MetaGUIError, TrainingFailed
 from metagui.core.experiment import Experiment, evaluate
-from metagui.core.store import RunStore
+from metagui.core.store import ACTIVE_STATES, RunStore, training_process_state
 from metagui.core.tasks import step_rng
 
 Event = dict[str, Any]
@@ -100,6 +101,8 @@ class Trainer:
         self.experiment = experiment
         self._run_dir = run_dir
         self.run_id: int | None = resume_run
+        self._recording = False  # the store's run row is this trainer's to update
+        self._last_saved: int | None = None  # step of the newest "last" checkpoint of this run
 
     # --- helpers ----------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
@@ -144,6 +147,7 @@ class Trainer:
         except Cancelled:
             return self._finish(RunResult(self.run_id, "cancelled", 0), started)
         except MetaGUIError as exc:
+            # a run that could not be resumed keeps its status: nothing of it was touched
             self.emit("error", message=str(exc))
             return self._finish(RunResult(self.run_id, "failed", 0, error=str(exc)), started)
         return self._loop(exp, learner, device, start_step, started)
@@ -161,19 +165,35 @@ class Trainer:
                 algorithm=cfg.algorithm.name, dataset=ds_name, task=task, device=str(device),
                 project_id=self.project_id, dataset_id=exp.dataset_id() if exp.dataset else "",
             )
+            self._recording = True
         elif self.run_id is None:
             self.run_id = 0
         start_step = 0
         if self.resume_run is not None:
-            meta = load_checkpoint(self.run_dir, "last", learner)
-            start_step = int(meta["step"])
-            self._best = meta.get("best_val")
-            self.log(f"Resumed run {self.run_id} at step {start_step}")
+            start_step = self._resume(learner)
         if self.store is not None:
-            self.store.update_run(self.run_id, status="running", started=time.time(), device=str(device), pid=os.getpid())
+            self.store.start_run(self.run_id, str(device))
+            self._recording = True
         self.emit("started", device=str(device), steps=cfg.training.steps, start_step=start_step,
                   metric=learner.metric_name, algorithm=cfg.algorithm.name)
         self.log(f"Run {self.run_id}: {cfg.algorithm.name}, {task}, on {device}")
+        return start_step
+
+    def _resume(self, learner) -> int:
+        """Load the run's last checkpoint (weights and optimiser state) into ``learner``;
+        the step it was saved at."""
+        rid = self.resume_run
+        if self.store is not None:
+            resume_point(self.store, rid, self.config)
+        meta = load_checkpoint(self.run_dir, "last", learner, repair=True)
+        start_step = int(meta["step"])
+        self._best = meta.get("best_val")
+        self._best_ci = meta.get("best_val_ci")
+        self._last_saved = start_step
+        if self.store is not None:
+            self.store.drop_metrics_after(rid, start_step)  # steps after the checkpoint are trained again
+            self.store.update_run(rid, config=self.config.to_toml())
+        self.log(f"Resumed run {rid} at step {start_step}")
         return start_step
 
     def _loop(self, exp: Experiment, learner, device: torch.device, start_step: int, started: float) -> RunResult:
@@ -181,7 +201,7 @@ class Trainer:
         metric = learner.metric_name
         higher_better = metric != "mse"
         best = getattr(self, "_best", None)
-        best_ci = None
+        best_ci = getattr(self, "_best_ci", None)
         last_val = None
         pending: list[tuple[int, str, float]] = []
         last_flush = time.perf_counter()
@@ -196,16 +216,30 @@ class Trainer:
         error = ""
         last_metrics: dict[str, float] = {}
 
+        def flush() -> None:
+            nonlocal last_flush
+            if self.store is not None:
+                self.store.add_metrics(self.run_id, pending)
+                self.store.update_run(self.run_id, steps_done=step, best_val=best, best_val_ci=best_ci)
+            pending.clear()
+            last_flush = time.perf_counter()
+
         def validate() -> None:
             nonlocal best, best_ci, last_val
             v = evaluate(learner, val_batches, device)
             last_val = v[metric]
             pending.extend((step, f"val/{k}", val) for k, val in v.items())
+            if not math.isfinite(last_val):
+                raise _Diverged(f"validation {metric} {last_val}")
             improved = best is None or (last_val > best if higher_better else last_val < best)
             if improved:
                 best, best_ci = last_val, v["ci95"]
-                self._save(learner, "best", step, best, v)
-            self._save(learner, "last", step, best, v)
+            # metrics first: a kill before the checkpoint then resumes earlier and retrains the
+            # recorded steps (their metrics are replaced), never after steps whose metrics are lost
+            flush()
+            if improved:
+                self._save(learner, "best", step, best, v, best_ci)
+            self._save(learner, "last", step, best, v, best_ci)
             self.emit("validation", step=step, metrics=v, best=best)
             self.log(f"step {step}: val {metric} {last_val:.4f} ± {v['ci95']:.4f}")
 
@@ -214,24 +248,21 @@ class Trainer:
                 validate()  # the untrained start (e.g. a frozen pretrained encoder) may stay the best
             while step < cfg.steps:
                 self.control.wait_while_paused(
-                    lambda s=step, b=best: self._paused(learner, s, b), lambda s=step: self._resumed(s)
+                    lambda s=step, b=best, c=best_ci: self._paused(learner, s, b, c), lambda s=step: self._resumed(s)
                 )
                 if self.control.cancelled:
                     status = "cancelled"
                     break
                 learner.set_progress(step / cfg.steps)
                 batch = exp.sample("train", learner.hp["meta_batch"], step_rng(cfg.seed, "train", step)).to(device)
+                torch.manual_seed(step_torch_seed(cfg.seed, step))  # dropout, sampling: the same on a resume
                 t0 = time.perf_counter()
                 m = learner.meta_step(batch)
                 dt = time.perf_counter() - t0
                 step += 1
                 finite_weights = _finite(learner)  # the loss comes before the update: check both
                 if not finite_weights or not all(math.isfinite(v) for v in m.values()):
-                    status = "diverged"
-                    what = f"loss {m.get('loss')}" if finite_weights else "non-finite weights"
-                    error = f"training diverged at step {step} ({what}); the last good checkpoint is kept"
-                    self.emit("error", message=error)
-                    break
+                    raise _Diverged(f"loss {m.get('loss')}" if finite_weights else "non-finite weights")
                 elapsed = time.perf_counter() - loop_start
                 done = step - start_step
                 m["tasks_per_s"] = batch.n_tasks / max(dt, 1e-9)
@@ -244,13 +275,22 @@ class Trainer:
                 self.emit("metrics", step=step, metrics=m)
                 if val_batches is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                     validate()
-                elif step % cfg.log_every == 0:
-                    self.log(f"step {step}: loss {m['loss']:.4f}, {metric} {m[metric]:.4f}, {m['tasks_per_s']:.1f} tasks/s")
+                else:
+                    if val_batches is None and step % cfg.val_every == 0 and step < cfg.steps:
+                        flush()
+                        self._save(learner, "last", step, best, {}, best_ci)  # something to resume from
+                    if step % cfg.log_every == 0:
+                        self.log(f"step {step}: loss {m['loss']:.4f}, {metric} {m[metric]:.4f}, {m['tasks_per_s']:.1f} tasks/s")
                 if self.store is not None and (time.perf_counter() - last_flush > 0.5 or step == cfg.steps):
-                    self.store.add_metrics(self.run_id, pending)
-                    self.store.update_run(self.run_id, steps_done=step, best_val=best, best_val_ci=best_ci)
-                    pending.clear()
-                    last_flush = time.perf_counter()
+                    flush()
+        except _Diverged as exc:
+            status = "diverged"
+            if self._last_saved is not None:
+                kept = f"the last good checkpoint (step {self._last_saved}) is kept"
+            else:
+                kept = "no checkpoint was saved before it"
+            error = f"training diverged at step {step} ({exc}); {kept}"
+            self.emit("error", message=error)
         except MetaGUIError as exc:
             status, error = "failed", str(exc)
             self.emit("error", message=error)
@@ -259,17 +299,17 @@ class Trainer:
             self.emit("error", message=error, traceback=traceback.format_exc())
         if self.store is not None and pending:
             self.store.add_metrics(self.run_id, pending)
-        if status in ("completed", "cancelled") and step > start_step:
-            self._save(learner, "last", step, best, {})
+        if status in ("completed", "cancelled") and step > start_step and self._last_saved != step:
+            self._save(learner, "last", step, best, {}, best_ci)
         if status == "completed" and val_batches is None:
             self._save(learner, "best", step, None, {})
         result = RunResult(self.run_id, status, step, best, best_ci, last_val, error=error, metrics=last_metrics)
         self.learner = learner
         return self._finish(result, started)
 
-    def _paused(self, learner, step: int, best) -> None:
-        if step > 0:
-            self._save(learner, "last", step, best, {})
+    def _paused(self, learner, step: int, best, best_ci=None) -> None:
+        if step > 0 and self._last_saved != step:
+            self._save(learner, "last", step, best, {}, best_ci)
         if self.store is not None:
             self.store.update_run(self.run_id, status="paused", steps_done=step)
         self.emit("status", status="paused", step=step)
@@ -281,26 +321,58 @@ class Trainer:
         self.emit("status", status="running", step=step)
         self.log(f"Resumed at step {step}")
 
-    def _save(self, learner, kind: str, step: int, best, val: dict) -> None:
+    def _save(self, learner, kind: str, step: int, best, val: dict, best_ci: float | None = None) -> None:
         meta = {
-            "run_id": self.run_id, "step": step, "best_val": best, "validation": val,
+            "run_id": self.run_id, "step": step, "best_val": best, "best_val_ci": best_ci, "validation": val,
             "config": self.config.to_dict(), "algorithm": self.config.algorithm.name,
             "n_way": self.experiment.n_way, "preprocessing": self.experiment.pre.as_dict(),
             "hyperparams": learner.hp,
         }
         path = save_checkpoint(self.run_dir, kind, learner, meta)
+        if kind == "last":
+            self._last_saved = step
         if self.store is not None:
             self.store.record_checkpoint(self.run_id, kind, str(path), step, val.get(learner.metric_name))
 
     def _finish(self, result: RunResult, started: float) -> RunResult:
         result.duration_s = time.time() - started
-        if self.store is not None and self.run_id:
+        if self.store is not None and self.run_id and self._recording:
             self.store.update_run(
                 self.run_id, status=result.status, finished=time.time(), duration_s=result.duration_s,
                 steps_done=result.steps, error=result.error,
             )
         self.emit("finished", status=result.status, steps=result.steps, best=result.best_val, error=result.error)
         return result
+
+
+def resume_point(store: RunStore, run_id: int, config: RunConfig) -> dict[str, Any]:
+    """The description of run ``run_id``'s last checkpoint, once it is known that the run can
+    be resumed to ``config``'s steps: nobody else trains it, the checkpoint is whole, steps are
+    left. A MetaGUIError says why not; nothing is changed but the reaping of dead runs."""
+    store.reap_stale_runs()
+    row = store.run(run_id)
+    if row["status"] in ACTIVE_STATES and row.get("pid") != os.getpid() and training_process_state(row) != "dead":
+        where = f" on {row['host']}" if row.get("host") else ""
+        raise MetaGUIError(f"run {run_id} is being trained by another process (pid {row['pid']}{where}); "
+                           "stop that one first")
+    if "last" not in store.checkpoints(run_id):
+        raise MetaGUIError(f"run {run_id} has no checkpoint to resume from: it stopped before its first one "
+                           f"(one is saved every {config.training.val_every} steps); start it again instead")
+    meta = verify_checkpoint(store.runs_dir / f"run-{run_id}", "last", repair=not store.readonly)
+    if meta["step"] >= config.training.steps:
+        raise ConfigError(f"run {run_id} has done {meta['step']} of its {config.training.steps} steps; "
+                          "ask for more steps to train it further (--steps)")
+    return meta
+
+
+class _Diverged(Exception):
+    """Raised inside the loop when a step or a validation is not finite."""
+
+
+def step_torch_seed(seed: int, step: int) -> int:
+    """torch's seed for one training step: what a step draws (dropout, samples) depends on the
+    run's seed and the step only, so a resumed run retraces the uninterrupted one."""
+    return int(np.random.default_rng([seed, 7919, step]).integers(2**62))
 
 
 def _finite(learner) -> bool:

@@ -112,6 +112,17 @@ def make_application(argv: list[str] | None = None):
     return app
 
 
+def show_startup_error(message: str, hint: str = "") -> None:
+    """A modal message for a problem that stops the app from opening (started from a desktop
+    icon, nobody reads the terminal)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Critical, "MetaGUI cannot start", message, QMessageBox.StandardButton.Close)
+    if hint:
+        box.setInformativeText(hint)
+    box.exec()
+
+
 def run_app(db: str | None = None, demo: bool = False, argv: list[str] | None = None) -> int:
     """Open the main window (on the last project, or the demo on first launch); the exit code."""
     problem = qt_preflight()
@@ -127,8 +138,13 @@ def run_app(db: str | None = None, demo: bool = False, argv: list[str] | None = 
 
     try:
         window = MainWindow(db=db, demo=demo)
-    except MetaGUIError as exc:
+    except MetaGUIError as exc:  # e.g. a --db that is not a usable run store: say so in a window too
         print(f"metagui: error: {exc}", file=sys.stderr)
+        from metagui.core.errors import StoreError
+
+        hint = ("Start MetaGUI with another run store (--db FILE, or the METAGUI_DB environment variable)."
+                if isinstance(exc, StoreError) else "")
+        show_startup_error(str(exc), hint)
         return 2
     install_excepthook(window)
     # Ctrl+C in the terminal closes the window cleanly (Python only sees signals between Qt events).

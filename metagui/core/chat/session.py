@@ -280,7 +280,7 @@ def open_run(db, run_id: int, start: str = "held_out",
     from metagui.core.config import RunConfig
     from metagui.core.store import RunStore
 
-    store = RunStore(db)
+    store = RunStore.for_reading(db)
     try:
         run = store.run(run_id)
         cfg = RunConfig.from_toml(run["config"])

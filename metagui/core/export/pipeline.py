@@ -69,7 +69,7 @@ def export_run(db, run_id: int, fmt: str, out: str | Path, checkpoint: str = "be
     """Export a stored run (opens its own store connection: safe from any thread)."""
     from metagui.core.store import RunStore
 
-    store = RunStore(db) if not hasattr(db, "checkpoints") else db
+    store = RunStore.for_reading(db) if not hasattr(db, "checkpoints") else db
     try:
         src = load_source(store, run_id, checkpoint)
     finally:
