@@ -67,14 +67,20 @@ def encode_items(items: list[str], pre: Preprocessing) -> torch.Tensor:
     if pre.modality == "text":
         return TextFeaturizer(pre)([str(i) for i in items])
     if pre.modality == "image":
+        from metagui.core.data.images import open_image
+        from metagui.core.files import read_bytes
+
         mode = "L" if pre.channels == 1 else "RGB"
         arrays = []
         for item in items:
+            data = read_bytes(item, what="image")  # a regular file of at most 64 MB: never a FIFO
             try:
-                with Image.open(item) as im:
+                with open_image(data, str(item)) as im:
                     im = im.convert(mode).resize((pre.image_size, pre.image_size), Image.Resampling.LANCZOS)
                     a = np.asarray(im, dtype=np.uint8)
-            except (OSError, ValueError) as exc:
+            except DataError:
+                raise
+            except Exception as exc:  # any decoder failure on a user's file is a readable error
                 raise DataError(f"cannot read image {item}: {exc}") from None
             if pre.invert:
                 a = 255 - a
