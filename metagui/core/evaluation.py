@@ -14,6 +14,7 @@ from metagui.core import algorithms
 from metagui.core.algorithms.base import MetaLearner
 from metagui.core.checkpoint import load_checkpoint, read_meta
 from metagui.core.config import DatasetConfig, RunConfig
+from metagui.core.data.base import Problem
 from metagui.core.device import select_device
 from metagui.core.errors import ConfigError, DataError, MetaGUIError
 from metagui.core.experiment import Experiment, evaluate, mean_ci95
@@ -93,38 +94,54 @@ def evaluate_run(
     run_id: int, db: str | None = None, dataset: str | None = None, episodes_file: str | None = None,
     way: int | None = None, shot: int | None = None, query: int | None = None, episodes: int = 600,
     split: str = "test", checkpoint: str = "best", device: str = "auto",
+    problems: list[Problem] | None = None,
 ) -> dict[str, Any]:
+    """Held-out figures of a run. ``way``, ``shot`` and ``query`` replace the run's own when
+    given (None keeps them); what is wrong with the data read (skipped files or rows, an
+    encoding fallback, classes too small for the task) is appended to ``problems``."""
+    check_episode_counts(way=way, shot=shot, query=query, episodes=episodes)
+    found: list[Problem] = [] if problems is None else problems
     store = RunStore(db)
     run = store.run(run_id)
     dev = select_device(device)
     learner, meta = load_learner(checkpoint_folder(store, run_id, checkpoint), checkpoint, dev)
     cfg = RunConfig.from_toml(run["config"])
+    pre = Preprocessing.from_dict(meta["preprocessing"])
     out: dict[str, Any] = {"run": run_id, "algorithm": cfg.algorithm.name, "checkpoint": checkpoint,
                            "step": meta["step"]}
     if episodes_file:
-        pre = Preprocessing.from_dict(meta["preprocessing"])
         scores = []
-        for ep in read_episodes_file(episodes_file):
+        notes: list[str] = []
+        for ep in read_episodes_file(episodes_file, notes):
             batch, names = episode_from_items(ep, lambda items: encode_items(items, pre))
             _check_way(learner, batch.n_way)
             per_task, _ = learner.evaluate(batch.to(dev))
             scores.append(float(per_task[0]))
+        found += [Problem("other", note, str(episodes_file)) for note in notes]
         mean, ci = mean_ci95(np.array(scores))
         out.update({"episodes_file": episodes_file, "episodes": len(scores), learner.metric_name: mean, "ci95": ci})
         return out
     if dataset:
         cfg.dataset = dataset_config_from_arg(dataset, cfg.dataset)
-    cfg.task.way = way or cfg.task.way
-    cfg.task.shot = shot or cfg.task.shot
-    cfg.task.query = query or cfg.task.query
+        if pre.modality == "image":  # read the images as the model was trained to see them
+            cfg.dataset.image_size, cfg.dataset.channels = pre.image_size, pre.channels
+        _check_modality(run_id, pre.modality, cfg.dataset, dataset)
+    cfg.task.way = cfg.task.way if way is None else way
+    cfg.task.shot = cfg.task.shot if shot is None else shot
+    cfg.task.query = cfg.task.query if query is None else query
     from metagui.core.data import TASK_FAMILIES, load_dataset
 
     if dataset and cfg.dataset.source not in TASK_FAMILIES:
         ds = load_dataset(cfg.dataset)
+        found += ds.problems
         cfg.task.split, cfg.task.train_classes, cfg.task.val_classes, cfg.task.test_classes = "classes", list(ds.classes), [], list(ds.classes)
         exp = Experiment.prepare(cfg, dataset=ds)
     else:
         exp = Experiment.prepare(cfg)
+        if exp.dataset is not None:
+            found += exp.dataset.problems
+    if exp.dataset is not None:
+        found += exp.dataset.check_task(cfg.task.way, cfg.task.shot, cfg.task.query)
     _check_way(learner, exp.n_way)
     rng = step_rng(cfg.training.seed + 1, split, 0)
     batches, left = [], episodes
@@ -136,6 +153,46 @@ def evaluate_run(
     out.update({"dataset": cfg.dataset.path or cfg.dataset.source, "split": split, "way": exp.n_way,
                 "shot": cfg.task.shot, "query": cfg.task.query, **result})
     return out
+
+
+MAX_EVAL_EPISODES = 100_000
+
+
+def check_episode_counts(way: int | None = None, shot: int | None = None, query: int | None = None,
+                         episodes: int | None = None, names: dict[str, str] | None = None) -> None:
+    """Refuse task sizes that make no episodes (None: not given). Zero is never a valid way,
+    shot, query or episode count: an episode needs two classes and an example of each.
+    ``names``: what the caller calls each value (e.g. its command-line options)."""
+    called = {"way": "way", "shot": "shot", "query": "query", "episodes": "episodes", **(names or {})}
+    for key, value, low in (("way", way, 2), ("shot", shot, 1), ("query", query, 1), ("episodes", episodes, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{called[key]} must be at least {low}, got {value}")
+    if episodes is not None and episodes > MAX_EVAL_EPISODES:
+        raise ConfigError(f"{called['episodes']} must be at most {MAX_EVAL_EPISODES:,}, got {episodes:,}")
+
+
+_DESCRIBED = {"text": "a text dataset (a CSV/TSV/JSON Lines table, intents, or a text catalog entry)",
+              "image": "an image dataset (a folder or zip of class folders, glyphs, or an image catalog entry)",
+              "regression": "a regression task family (sinusoid, ambiguous)",
+              "bandit": "bandit tasks", "mdp": "MDP tasks"}
+
+
+def dataset_modality(d: DatasetConfig) -> str:
+    """What a dataset config holds (text, image, regression, bandit, mdp), before loading it."""
+    from metagui.core.config import SOURCE_MODALITY
+    from metagui.core.data.catalog import get_entry
+
+    if d.source == "catalog":
+        return "image" if get_entry(d.path).kind == "image_zip" else "text"
+    return SOURCE_MODALITY.get(d.source, d.source)
+
+
+def _check_modality(run_id: int, model: str, d: DatasetConfig, given: str) -> None:
+    data = dataset_modality(d)
+    if data != model:
+        need = _DESCRIBED.get(model, f"{model} data")
+        article = "an" if model[0] in "aeiou" else "a"
+        raise DataError(f"run {run_id} is {article} {model} model: it needs {need}, not {given} ({data})")
 
 
 def _check_way(learner: MetaLearner, n_way: int) -> None:
