@@ -37,7 +37,7 @@ def dataset_config_from_arg(arg: str, base: DatasetConfig | None = None) -> Data
         cfg.source, cfg.path = "catalog", arg
     else:
         p = Path(arg)
-        if not p.exists():
+        if not p.exists() and not p.is_symlink():  # a broken link: the loader names it
             raise DataError(f"dataset not found: {arg} (not a built-in, a catalog name or a path)")
         cfg.source = "text_table" if p.suffix.lower() in TABLE_SUFFIXES else "image_folder"
         cfg.path = str(p)
