@@ -209,8 +209,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     notes: list[str] = []
-    cfg = RunConfig.load(args.config, notes)
-    report_problems([Problem("other", n) for n in notes], args.verbose, "the config file")
+    try:
+        cfg = RunConfig.load(args.config, notes)
+    finally:  # an encoding fallback may explain an error in the file
+        report_problems([Problem("other", n) for n in notes], args.verbose, "the config file")
     if args.steps is not None:
         cfg.training.steps = args.steps
     if args.device is not None:

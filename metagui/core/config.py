@@ -183,6 +183,8 @@ class RunConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError("config is not valid TOML: it is nested too deeply") from None
         return cls.from_dict(data)
 
     @classmethod

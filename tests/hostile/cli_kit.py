@@ -159,3 +159,13 @@ def flip_member_byte(path: Path, member: str, at: int = 20) -> None:
     start = info.header_offset + 30 + name_len + extra_len
     raw[start + at] ^= 0xFF
     path.write_bytes(bytes(raw))
+
+
+def cli_outside_capsys(argv: list[str]) -> tuple[int, str, str]:
+    """``cli`` for module-scoped fixtures (no capsys there)."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), deadline(300):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
