@@ -1,16 +1,21 @@
 """``metagui``: with no arguments it opens the app; subcommands run the same configs headless.
 
-    metagui train run.toml [--db PATH]  |  metagui train --resume RUN
-    metagui eval RUN [--dataset D | --episodes FILE] [--way N --shot K --query Q --episodes-count E]
-    metagui export RUN --format bundle|torchscript|onnx|onnx-adaptive --out PATH
-    metagui predict BUNDLE --support FILE --query FILE
+    metagui train run.toml [--db PATH] [--verbose]  |  metagui train --resume RUN
+    metagui eval RUN [--dataset D | --episodes FILE] [--way N --shot K --query Q --episodes-count E] [--verbose]
+    metagui export RUN --format bundle|torchscript|onnx|onnx-adaptive --out PATH [--force]
+    metagui predict BUNDLE --support FILE --query FILE [--header | --no-header]
+    metagui datasets [--download NAME ... | --check D [--verbose]]
     metagui encoders [--download ID]
-    metagui runs | datasets | config | bench ...
+    metagui runs | config | bench ...
+
+Commands that read a dataset print its problems (skipped files and rows, an encoding
+fallback, classes too small for the task) on stderr: one line, or all of them with --verbose.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metagui: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `metagui ... | head`: the reader left; say nothing more on stdout
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="override training.steps (with --resume: train the run this far)")
     t.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
     t.add_argument("--quiet", action="store_true", help="print only the result")
+    t.add_argument("--verbose", action="store_true", help="list every problem found in the data, not just the first")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a trained run on held-out episodes; prints JSON")
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
     e.add_argument("--checkpoint", default="best", choices=("best", "last"))
     e.add_argument("--device", default="auto")
+    e.add_argument("--verbose", action="store_true", help="list every problem found in the data, not just the first")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("runs", help="list the runs in the store")
@@ -75,8 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_runs)
 
     d = sub.add_parser("datasets", help="list built-in and catalog datasets; --download fetches catalog ones")
-    d.add_argument("--download", nargs="+", metavar="NAME", default=[],
-                   help="download these catalog datasets now (resumable, checksum-verified)")
+    dd = d.add_mutually_exclusive_group()
+    dd.add_argument("--download", nargs="+", metavar="NAME", default=[],
+                    help="download these catalog datasets now (resumable, checksum-verified)")
+    dd.add_argument("--check", metavar="DATASET",
+                    help="read a dataset (built-in, catalog name, or folder/zip/CSV/TSV/JSONL path) and report "
+                    "its size and problems")
+    d.add_argument("--verbose", action="store_true", help="with --check: list every problem, not just the first")
     d.set_defaults(func=cmd_datasets)
 
     en = sub.add_parser("encoders", help="list pretrained text encoders usable now; --download fetches one "
@@ -105,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-data", action="store_true", help="do not load the run's dataset: check on random inputs only")
     x.add_argument("--encoder", metavar="FOLDER", default=None,
                    help="the pretrained text encoder's folder, for a bundle that pins a private one (checked by sha256)")
+    x.add_argument("--force", action="store_true",
+                   help="replace files that are already there (the export and its .md/.json sidecars)")
     x.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("predict", help="adapt a bundle to labelled examples and predict queries; prints JSON")
@@ -113,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--query", required=True, help="queries: a text file, one per line, or a CSV/JSON Lines item column")
     pr.add_argument("--encoder", metavar="FOLDER", default=None,
                     help="the pretrained text encoder's folder, for a bundle that pins a private one (checked by sha256)")
+    pr.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                    help="the first row of the CSV/TSV files is (--header) or is not (--no-header) a header; by "
+                    "default it is one when a cell names a column (item, text, utterance, label, intent, class, "
+                    "category, ... in any case)")
     pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("tour", help="scripted walk through the real window: screenshots + summary.json")
@@ -181,21 +203,28 @@ def build_parser() -> argparse.ArgumentParser:
 # --- train ------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from metagui.core.config import RunConfig
+    from metagui.core.data.base import Problem
     from metagui.core.errors import ConfigError
     from metagui.core.store import RunStore
     from metagui.core.trainer import Trainer, TrainingControl, resume_point
 
     if (args.config is None) == (args.resume is None):
         raise ConfigError("give a run config (TOML) to start a run, or --resume RUN to continue one")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     if args.resume is not None:
         store = RunStore(args.db)
         cfg = RunConfig.from_toml(store.run(args.resume)["config"])
     else:
-        cfg = RunConfig.load(args.config)  # a bad config fails before the store is opened
+        notes: list[str] = []
+        try:
+            cfg = RunConfig.load(args.config, notes)  # a bad config fails before the store is opened
+        finally:  # an encoding fallback may explain an error in the file
+            report_problems([Problem("other", n) for n in notes], args.verbose, "the config file")
         store = None
-    if args.steps:
+    if args.steps is not None:
         cfg.training.steps = args.steps
-    if args.device:
+    if args.device is not None:
         cfg.training.device = args.device
     if store is not None:
         resume_point(store, args.resume, cfg)  # why it cannot be resumed, before anything starts
@@ -218,6 +247,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if kind == "started":
             verb = "resumed at step " + str(ev["start_step"]) if args.resume is not None else "started"
             print(f"run {ev['run_id']} {verb} on {ev['device']} ({cfg.algorithm.name}, {ev['steps']} steps)", flush=True)
+            ds = trainer.experiment.dataset if trainer.experiment is not None else None
+            if ds is not None:
+                report_problems(ds.problems + ds.check_task(cfg.task.way, cfg.task.shot, cfg.task.query),
+                                args.verbose)
         elif quiet:
             return
         elif kind == "metrics":
@@ -247,7 +280,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {sig: signal.signal(sig, on_signal) for sig in stops}
     try:
-        result = Trainer(cfg, store, on_event, control, resume_run=args.resume).run()
+        trainer = Trainer(cfg, store, on_event, control, resume_run=args.resume)
+        result = trainer.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -280,15 +314,36 @@ def _fetch_text_encoder(spec: str) -> None:
 
 # --- eval -------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from metagui.core.evaluation import evaluate_run
+    from metagui.core.evaluation import check_episode_counts, evaluate_run
 
+    check_episode_counts(args.way, args.shot, args.query, args.episodes_count,
+                         names={"way": "--way", "shot": "--shot", "query": "--query", "episodes": "--episodes-count"})
+    problems: list = []
     out = evaluate_run(
         run_id=args.run, db=args.db, dataset=args.dataset, episodes_file=args.episodes, way=args.way,
         shot=args.shot, query=args.query, episodes=args.episodes_count, split=args.split,
-        checkpoint=args.checkpoint, device=args.device,
+        checkpoint=args.checkpoint, device=args.device, problems=problems,
     )
+    report_problems(problems, args.verbose)
     print(json.dumps(out, indent=1))
     return 0
+
+
+def report_problems(problems: list, verbose: bool = False, what: str = "the data") -> None:
+    """What is wrong with the data read (skipped files or rows, an encoding fallback, classes
+    too small for the task), on stderr: one line naming the first, or every one with --verbose."""
+    if not problems:
+        return
+    n = len(problems)
+    head = f"metagui: {n} problem{'s' if n > 1 else ''} with {what}"
+    if verbose:
+        print(f"{head}:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p.message}", file=sys.stderr)
+    elif n == 1:
+        print(f"{head}: {problems[0].message}", file=sys.stderr)
+    else:
+        print(f"{head}; the first: {problems[0].message}; run with --verbose for all", file=sys.stderr)
 
 
 # --- listings ---------------------------------------------------------------------------
@@ -347,6 +402,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from metagui.core.data import BUILTIN_SOURCES
     from metagui.core.data.catalog import CATALOG, Downloader, get_entry
 
+    if args.check:
+        return _check_dataset(args.check, args.verbose)
     if args.download:
         entries = [get_entry(name) for name in args.download]  # every name checked before any download
         downloader = Downloader()
@@ -362,6 +419,25 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for e in CATALOG.values():
         size = f"{e.size_bytes / 1e6:.1f} MB" if e.size_bytes else "size unknown"
         print(f"  {e.name:<22} {e.title} ({size}, {e.licence})")
+    return 0
+
+
+def _check_dataset(arg: str, verbose: bool) -> int:
+    """Read a dataset as `eval --dataset` would; its size on stdout, its problems on stderr."""
+    from metagui.core.data import TASK_FAMILIES, load_dataset
+    from metagui.core.errors import DataError
+    from metagui.core.evaluation import dataset_config_from_arg
+
+    cfg = dataset_config_from_arg(arg)
+    if cfg.source in TASK_FAMILIES:
+        raise DataError(f"{arg} draws every task afresh: there is no dataset to check")
+    bar = TerminalProgress(arg)
+    ds = load_dataset(cfg, progress=bar if cfg.source == "catalog" else None)
+    st = ds.stats()
+    domains = f", {len(st.domains)} domains" if len([d for d in st.domains if d]) > 1 else ""
+    print(f"{arg}: {ds.modality}, {st.n_classes} classes, {st.n_items} items "
+          f"({st.min_per_class} to {st.max_per_class} per class){domains}")
+    report_problems(ds.problems, verbose)
     return 0
 
 
@@ -418,14 +494,21 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from metagui.core.export import export_model, export_run, open_bundle
+    from metagui.core.errors import ConfigError
+    from metagui.core.export import ExportTargetExists, export_model, export_run, open_bundle
 
-    if args.run.isdigit():
-        result = export_run(args.db, int(args.run), args.format, args.out, checkpoint=args.checkpoint,
-                            load_data=not args.no_data, episodes=args.episodes)
-    else:
-        src = open_bundle(args.run, args.encoder).source()
-        result = export_model(src, args.format, args.out, load_data=not args.no_data, episodes=args.episodes)
+    if args.episodes < 0:
+        raise ConfigError(f"--episodes must be 0 (no held-out figures) or more, got {args.episodes}")
+    try:
+        if args.run.isdigit():
+            result = export_run(args.db, int(args.run), args.format, args.out, checkpoint=args.checkpoint,
+                                load_data=not args.no_data, episodes=args.episodes, overwrite=args.force)
+        else:
+            src = open_bundle(args.run, args.encoder).source()
+            result = export_model(src, args.format, args.out, load_data=not args.no_data, episodes=args.episodes,
+                                  overwrite=args.force)
+    except ExportTargetExists as exc:
+        raise ConfigError(f"{exc} (--force replaces {'it' if len(exc.paths) == 1 else 'them'})") from None
     out = result.as_dict()
     for key in ("card", "snippet"):
         out.pop(key)
@@ -434,12 +517,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from metagui.core.data.base import Problem
     from metagui.core.export import open_bundle, predict
     from metagui.predict_files import read_items, read_labelled_items
 
     bundle = open_bundle(args.bundle, args.encoder)
-    items, labels = read_labelled_items(args.support)
-    print(json.dumps(predict(bundle.learner, bundle.pre, items, labels, read_items(args.query)), indent=1))
+    images = bundle.pre.modality == "image"  # only image items name files, beside the file that lists them
+    notes: list[str] = []
+    items, labels = read_labelled_items(args.support, header=args.header, resolve_paths=images, notes=notes)
+    queries = read_items(args.query, header=args.header, resolve_paths=images, notes=notes)
+    report_problems([Problem("other", n) for n in notes], what="the input files")
+    print(json.dumps(predict(bundle.learner, bundle.pre, items, labels, queries), indent=1))
     return 0
 
 

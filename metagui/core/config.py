@@ -183,14 +183,22 @@ class RunConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError("config is not valid TOML: it is nested too deeply") from None
         return cls.from_dict(data)
 
     @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        return cls.from_toml(p.read_text(encoding="utf-8"))
+    def load(cls, path: str | Path, notes: list[str] | None = None) -> RunConfig:
+        """Read a TOML file as tables are read (UTF-8, UTF-16 with a BOM, else cp1252; a note in
+        ``notes`` says which), a regular file of at most 64 MB."""
+        from metagui.core.errors import DataError
+        from metagui.core.files import read_text
+
+        try:
+            text = read_text(path, what="config file", notes=notes)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls.from_toml(text)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_toml(), encoding="utf-8")

@@ -182,20 +182,21 @@ def step_rng(seed: int, split: str, step: int) -> np.random.Generator:
 
 
 # --- fixed benchmark episodes ---------------------------------------------------------------
-def read_episodes_file(path: str | Path) -> list[dict]:
+def read_episodes_file(path: str | Path, notes: list[str] | None = None) -> list[dict]:
     """Read a JSONL episodes file: one {"support": [...], "query": [...]} per line, each item
-    {"item": <file path or text>, "label": <name>}. Checks shape and consistency."""
+    {"item": <file path or text>, "label": <name>}. Checks shape and consistency. The file is
+    read as tables are (UTF-8, UTF-16 with a BOM, else cp1252: a note in ``notes`` says so)."""
+    from metagui.core.files import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"episodes file not found: {p}")
     episodes = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(p, what="episodes file", notes=notes).splitlines(), 1):
         if not line.strip():
             continue
         try:
             ep = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p.name} line {n} is not JSON: {exc.msg}") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise DataError(f"{p.name} line {n} is not JSON: {getattr(exc, 'msg', 'nested too deeply')}") from None
         if not isinstance(ep, dict) or not ep.get("support") or not ep.get("query"):
             raise DataError(f"{p.name} line {n} needs non-empty 'support' and 'query' lists")
         for part in ("support", "query"):

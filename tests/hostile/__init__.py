@@ -1,0 +1,1 @@
+"""Hostile inputs: damaged, forged, oversized or odd files and options, each through the CLI."""

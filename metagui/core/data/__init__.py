@@ -112,7 +112,7 @@ def _existing(path: str, what: str) -> Path:
     if not path:
         raise DataError(f"choose the {what} to read (dataset.path is empty)")
     p = Path(path).expanduser()
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():  # a broken link: the loader says so
         raise DataError(f"{what} not found: {p}")
     return p
 

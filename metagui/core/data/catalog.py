@@ -24,10 +24,12 @@ from metagui.core.data.base import ImageDataset, Problem, TextDataset
 from metagui.core.data.images import load_image_folder
 from metagui.core.data.text import load_text_table, records_to_dataset
 from metagui.core.errors import Cancelled, DataError
+from metagui.core.files import MAX_ITEM_BYTES, MAX_TABLE_BYTES, read_bytes
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total; 0 when unknown)
 CancelCheck = Callable[[], bool]
 DATA_DIR_ENV = "METAGUI_DATA_DIR"
+MAX_DOWNLOAD_BYTES = 4 << 30  # an entry of unknown size: a server that never stops is stopped here
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,7 @@ class Downloader:
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else (entry.size_bytes or 0)
             done = offset
+            limit = entry.size_bytes or MAX_DOWNLOAD_BYTES
             if progress is not None:
                 progress(done, total)
             with open(part, "ab" if resumed else "wb") as out:
@@ -282,6 +285,10 @@ class Downloader:
                         ) from None
                     if not chunk:
                         break
+                    if done + len(chunk) > limit:
+                        raise DataError(
+                            f"download of {what} sent more than the {limit} bytes expected; stopped"
+                        )
                     out.write(chunk)
                     done += len(chunk)
                     if progress is not None:
@@ -323,8 +330,8 @@ def load_clinc_json(
     """CLINC150's data_full.json: train, val and test flattened; out-of-scope left out."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_bytes(p, MAX_TABLE_BYTES, "CLINC150 file").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{p.name} is not a readable CLINC150 JSON file ({exc})") from None
     if not isinstance(data, dict) or not any(k in data for k in ("train", "val", "test")):
         raise DataError(f"{p.name} has no train/val/test lists of [text, intent] pairs")
@@ -332,9 +339,9 @@ def load_clinc_json(
     problems: list[Problem] = []
     if domains_path is not None:
         try:
-            domains = json.loads(Path(domains_path).read_text(encoding="utf-8"))
+            domains = json.loads(read_bytes(domains_path, MAX_ITEM_BYTES, "domains file").decode("utf-8"))
             domain_of = {intent: d for d, intents in domains.items() for intent in intents}
-        except (OSError, ValueError, AttributeError, TypeError) as exc:
+        except (DataError, ValueError, AttributeError, TypeError, RecursionError) as exc:
             problems.append(Problem("other", f"domains file ignored, it is not readable ({exc})"))
     seen: set[tuple[str, str, str]] = set()
     records: list[tuple[str, str, str]] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,10 +21,14 @@ from PIL import Image
 
 from metagui.core.data.base import ImageDataset, Problem
 from metagui.core.errors import Cancelled, DataError
+from metagui.core.files import MAX_ITEM_BYTES, check_regular, read_bytes, read_member
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
 ROTATIONS = (90, 180, 270)
-_CHECK_EVERY = 64  # images between progress reports / cancel checks
+_PROGRESS_EVERY = 64  # images between progress reports
+# the most pixels an image may have (PIL's own bomb warning starts at about 89 megapixels):
+# a small file can decode into gigabytes, so larger images are skipped before decoding
+MAX_IMAGE_PIXELS = 64_000_000
 
 Progress = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
@@ -58,8 +63,8 @@ def load_image_folder(
     if image_size < 4 or image_size > 1024:
         raise DataError(f"image size must be between 4 and 1024 pixels, not {image_size}")
     root = Path(path).expanduser()
-    if not root.exists():
-        raise DataError(f"image folder not found: {root}")
+    if not root.is_dir():
+        check_regular(root, "image folder or zip")  # never open a FIFO or a device
 
     zf: zipfile.ZipFile | None = None
     try:
@@ -68,7 +73,7 @@ def load_image_folder(
         else:
             try:
                 zf = zipfile.ZipFile(root)
-            except (zipfile.BadZipFile, OSError) as exc:
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
                 raise DataError(
                     f"{root.name} is neither a folder nor a readable zip file ({exc})"
                 ) from None
@@ -93,8 +98,8 @@ def load_image_folder(
 
         def read(m: _Member) -> bytes:
             if zf is not None:
-                return zf.read(m.key)
-            return Path(m.key).read_bytes()
+                return read_member(zf, zf.getinfo(m.key), m.display, MAX_ITEM_BYTES)
+            return read_bytes(m.key, MAX_ITEM_BYTES, "image")
 
         return _decode_all(
             root, members, read, image_size, channels, invert, rotations, problems, progress, cancel
@@ -160,15 +165,14 @@ def _decode_all(
     seen: dict[tuple[int, bytes], str] = {}
     n = 0
     for i, m in enumerate(members):
-        if i % _CHECK_EVERY == 0:
-            if cancel is not None and cancel():
-                raise Cancelled("loading images was cancelled")
-            if progress is not None:
-                progress(i, total)
+        if cancel is not None and cancel():
+            raise Cancelled("loading images was cancelled")
+        if progress is not None and i % _PROGRESS_EVERY == 0:
+            progress(i, total)
         try:
             data = read(m)
-        except OSError as exc:
-            problems.append(Problem("unreadable", f"cannot read {m.display}: {exc}", m.display))
+        except DataError as exc:  # not a regular file, too large, damaged in its zip
+            problems.append(Problem("unreadable", f"{exc}; skipped", m.display))
             continue
         key = m.parts[:-1]
         label = class_index.setdefault(key, len(class_index))
@@ -183,7 +187,10 @@ def _decode_all(
             )
             continue
         try:
-            arr = _decode(data, mode, image_size)
+            arr = _decode(data, mode, image_size, m.display)
+        except DataError as exc:
+            problems.append(Problem("unreadable", f"{exc}; skipped", m.display))
+            continue
         except Exception as exc:  # any decoder failure on a user's file is a Problem, not a crash
             problems.append(
                 Problem("unreadable", f"{m.display} is not a readable image ({exc})", m.display)
@@ -227,8 +234,26 @@ def _decode_all(
     )
 
 
-def _decode(data: bytes, mode: str, size: int) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
+def open_image(data: bytes, display: str) -> Image.Image:
+    """An image opened from bytes, its header read but no pixels decoded yet; one with more than
+    ``MAX_IMAGE_PIXELS`` pixels (a decompression bomb, or just too large) is a ``DataError``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise DataError(f"{display} has more than the {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+                            "an image may have") from None
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        im.close()
+        raise DataError(f"{display} is {width} x {height} pixels, more than the "
+                        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have")
+    return im
+
+
+def _decode(data: bytes, mode: str, size: int, display: str = "image") -> np.ndarray:
+    with open_image(data, display) as im:
         im.draft(mode, (size, size))  # JPEG: decode at reduced scale, much faster
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")

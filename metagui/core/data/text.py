@@ -7,7 +7,6 @@ tools wrote, so both are detected, and whatever is odd about the rows is reporte
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -19,8 +18,8 @@ import numpy as np
 
 from metagui.core.data.base import Problem, TextDataset
 from metagui.core.errors import DataError
+from metagui.core.files import MAX_TABLE_BYTES, decode_text, read_bytes
 
-_FALLBACK_ENCODINGS = ("cp1252", "latin-1")
 _SNIFF_DELIMITERS = ",;\t|"
 _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 _TSV_SUFFIXES = {".tsv", ".tab"}
@@ -38,8 +37,6 @@ def load_text_table(
 ) -> TextDataset:
     """One example per row: ``text_column`` is the input, ``label_column`` its class."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataError(f"text table not found: {p}")
     problems: list[Problem] = []
     content = _decode(p, encoding, problems)
     if not content.strip():
@@ -53,37 +50,10 @@ def load_text_table(
 
 
 def _decode(p: Path, encoding: str, problems: list[Problem]) -> str:
-    raw = p.read_bytes()
-    if encoding:
-        try:
-            return raw.decode(encoding)
-        except LookupError:
-            raise DataError(f"unknown text encoding '{encoding}'") from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{p.name} is not valid {encoding} (byte {exc.start})") from None
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel "Unicode text"
-        try:
-            return raw.decode("utf-16")
-        except UnicodeDecodeError:
-            pass
-    try:
-        return raw.decode("utf-8-sig")  # also plain UTF-8: the BOM is optional
-    except UnicodeDecodeError:
-        pass
-    for enc in _FALLBACK_ENCODINGS:
-        try:
-            text = raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-        problems.append(
-            Problem(
-                "other",
-                f"{p.name} is not UTF-8; it was read as {enc}, check accented letters",
-                str(p),
-            )
-        )
-        return text
-    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+    text, note = decode_text(read_bytes(p, MAX_TABLE_BYTES, "text table"), p.name, encoding)
+    if note:
+        problems.append(Problem("other", note, str(p)))
+    return text
 
 
 def _looks_like_json(p: Path, content: str) -> bool:
@@ -101,7 +71,7 @@ Row = tuple[int, dict[str, object]]
 def _json_rows(p: Path, content: str, problems: list[Problem]) -> list[Row]:
     try:  # a whole-file JSON array of objects?
         data = json.loads(content)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nesting too deep is not a table either
         data = None  # most likely JSON Lines
     if isinstance(data, list):
         return [(i + 1, obj) for i, obj in enumerate(data) if isinstance(obj, dict)]
@@ -116,7 +86,7 @@ def _json_rows(p: Path, content: str, problems: list[Problem]) -> list[Row]:
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             bad.append(i)
             continue
         if isinstance(obj, dict):

@@ -41,7 +41,13 @@ from metagui.core.export.bundle import (
 )
 from metagui.core.export.card import code_snippet, model_card
 from metagui.core.export.graphs import ExportGraphs, head_only_reference, live_predict
-from metagui.core.export.pipeline import ExportResult, export_model, export_run, sidecars
+from metagui.core.export.pipeline import (
+    ExportResult,
+    ExportTargetExists,
+    export_model,
+    export_run,
+    sidecars,
+)
 from metagui.core.export.source import (
     EXPORT_FAMILIES,
     FORMATS,
@@ -58,7 +64,7 @@ from metagui.core.export.source import (
 
 __all__ = [
     "BUNDLE_MEMBERS", "EXPORT_FAMILIES", "FORMATS", "SUFFIXES", "TOLERANCE", "Bundle", "BundleError", "Episode",
-    "EncoderNeeded", "ExportError", "ExportGraphs", "ExportResult", "ModelSource", "code_snippet", "data_episodes", "export_model",
+    "EncoderNeeded", "ExportError", "ExportGraphs", "ExportResult", "ExportTargetExists", "ModelSource", "code_snippet", "data_episodes", "export_model",
     "export_problem", "export_run", "head_only_reference", "import_bundle", "live_predict", "load_source",
     "model_card", "open_bundle", "predict", "sidecars", "synthetic_episode",
 ]

@@ -10,6 +10,7 @@ import json
 import struct
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from metagui.core.export.encoder import (
 )
 from metagui.core.export.parity import parity_bundle
 from metagui.core.export.source import TOLERANCE, ModelSource, metagui_version
+from metagui.core.files import check_regular, read_bytes
 from metagui.core.models import Preprocessing, make_backbone
 
 BUNDLE_FORMAT = "metagui-bundle"
@@ -173,11 +175,12 @@ def open_bundle(path_or_bytes: str | Path | bytes, encoder: str | Path | None = 
     else:
         p = Path(path_or_bytes)
         where = p.name
-        if not p.is_file():
-            raise BundleError(f"bundle not found: {p}")
-        if p.stat().st_size > sum(BUNDLE_MEMBERS.values()):
-            raise BundleError(f"{where} is too large to be a MetaGUI bundle")
-        raw = p.read_bytes()
+        try:  # a regular file only: never a FIFO or a device
+            if check_regular(p, "bundle").st_size > sum(BUNDLE_MEMBERS.values()):
+                raise BundleError(f"{where} is too large to be a MetaGUI bundle")
+            raw = read_bytes(p, sum(BUNDLE_MEMBERS.values()), "bundle")
+        except DataError as exc:
+            raise BundleError(str(exc)) from None
     files = _read_members(raw, where)
     manifest = _parse_json(files, "manifest.json", where)
     if manifest.get("format") != BUNDLE_FORMAT:
@@ -233,10 +236,13 @@ def _read_members(raw: bytes, where: str) -> dict[str, bytes]:
                 raise BundleError(f"{where}: {name} is larger than a bundle allows ({info.file_size} bytes)")
             if info.file_size > 16 * MIB and info.file_size > 100 * max(info.compress_size, 1):
                 raise BundleError(f"{where}: {name} is compressed suspiciously well (a zip bomb?); it was not opened")
+            if info.flag_bits & 0x1:
+                raise BundleError(f"{where}: {name} is encrypted; it was not opened")
             try:
                 with zf.open(info) as f:
                     data = f.read(limit + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError,
+                    zlib.error) as exc:
                 raise BundleError(f"{where}: {name} cannot be read ({exc})") from None
             if len(data) > limit:
                 raise BundleError(f"{where}: {name} is larger than a bundle allows")
@@ -250,7 +256,7 @@ def _read_members(raw: bytes, where: str) -> dict[str, bytes]:
 def _parse_json(files: dict[str, bytes], name: str, where: str) -> dict[str, Any]:
     try:
         obj = json.loads(files[name].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BundleError(f"{where}: {name} is not valid JSON") from None
     if not isinstance(obj, dict):
         raise BundleError(f"{where}: {name} must hold a JSON object")
@@ -307,7 +313,7 @@ def _safetensors_header(data: bytes, where: str) -> dict[str, Any]:
         raise BundleError(f"{where}: weights.safetensors has a damaged header")
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BundleError(f"{where}: weights.safetensors has a damaged header") from None
     if not isinstance(header, dict):
         raise BundleError(f"{where}: weights.safetensors has a damaged header")

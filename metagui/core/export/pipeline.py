@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import time
 import warnings
 import zipfile
@@ -63,9 +64,18 @@ class ExportResult:
                 "notes": self.notes, "seconds": round(self.seconds, 2)}
 
 
+class ExportTargetExists(ExportError):
+    """A file the export would write is there already (``overwrite=False``)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        names = ", ".join(str(p) for p in paths)
+        super().__init__(f"{names} already exist{'s' if len(paths) == 1 else ''}; nothing was written")
+
+
 def export_run(db, run_id: int, fmt: str, out: str | Path, checkpoint: str = "best",
                progress: Progress | None = None, cancel: CancelCheck | None = None,
-               dataset=None, load_data: bool = True, episodes: int = 20) -> ExportResult:
+               dataset=None, load_data: bool = True, episodes: int = 20, overwrite: bool = True) -> ExportResult:
     """Export a stored run (opens its own store connection: safe from any thread)."""
     from metagui.core.store import RunStore
 
@@ -75,18 +85,22 @@ def export_run(db, run_id: int, fmt: str, out: str | Path, checkpoint: str = "be
     finally:
         if store is not db:
             store.close()
-    return export_model(src, fmt, out, progress, cancel, dataset=dataset, load_data=load_data, episodes=episodes)
+    return export_model(src, fmt, out, progress, cancel, dataset=dataset, load_data=load_data, episodes=episodes,
+                        overwrite=overwrite)
 
 
 def export_model(src: ModelSource, fmt: str, out: str | Path, progress: Progress | None = None,
                  cancel: CancelCheck | None = None, dataset=None, load_data: bool = True,
-                 episodes: int = 20) -> ExportResult:
+                 episodes: int = 20, overwrite: bool = True) -> ExportResult:
     """Write ``fmt`` to ``out`` (sidecar ``.md`` model card and ``.json`` spec beside the
     TorchScript and ONNX files), after checking it against the live model.
 
     ``dataset`` (or ``load_data``) supplies held-out episodes of the run's data for the parity
     check and for measuring what the export's adaptation gives; without them the check runs
-    on random inputs of the right shape."""
+    on random inputs of the right shape.
+
+    Only regular files are ever replaced, and with ``overwrite=False`` none: an existing target
+    (the file or a sidecar) raises ``ExportTargetExists`` before any work."""
     reason = source.export_problem(src.config, fmt)
     if reason:
         raise ExportError(reason)
@@ -99,6 +113,12 @@ def export_model(src: ModelSource, fmt: str, out: str | Path, progress: Progress
         out = out / src.default_filename(fmt)
     if not out.parent.is_dir():
         raise ExportError(f"the target folder does not exist: {out.parent}")
+    if episodes < 0:
+        raise ExportError(f"episodes must be 0 (no held-out figures) or more, got {episodes}")
+    targets = [out] if fmt == "bundle" else [out, *sidecars(out)]
+    if fmt != "bundle" and src.pre.text_encoder:
+        targets.append(tokenizer_sidecar(out))
+    _check_targets(targets, overwrite)
     src.learner.cpu().eval()
     notes: list[str] = []
 
@@ -124,7 +144,7 @@ def export_model(src: ModelSource, fmt: str, out: str | Path, progress: Progress
     checks = check_episodes(src, real, tower)
     adaptation = adaptation_summary(src, real) if real else {}
     step(2)
-    temps: list[Path] = []
+    temps: dict[Path, Path] = {}  # temporary file -> the file it becomes
     try:
         if fmt == "bundle":
             parity, data = write_bundle(src, out, checks, adaptation, notes, step)
@@ -140,9 +160,10 @@ def export_model(src: ModelSource, fmt: str, out: str | Path, progress: Progress
             card_path, spec_path = sidecars(out)
             _temp(card_path, temps).write_text(card, encoding="utf-8")
             spec = export_spec(src, fmt, parity, adaptation)
-            _temp(spec_path, temps).write_text(json.dumps(spec, indent=1), encoding="utf-8")
+            spec_tmp = _temp(spec_path, temps)
+            spec_tmp.write_text(json.dumps(spec, indent=1), encoding="utf-8")
             files[str(card_path)] = len(card.encode("utf-8"))
-            files[str(spec_path)] = temps[-1].stat().st_size
+            files[str(spec_path)] = spec_tmp.stat().st_size
             if tower is not None:
                 tokenizer = _temp(tokenizer_sidecar(out), temps)
                 tower.copy_tokenizer(tokenizer)
@@ -152,9 +173,12 @@ def export_model(src: ModelSource, fmt: str, out: str | Path, progress: Progress
             detail = ", ".join(f"{k} {v:.2e}" for k, v in parity.items())
             raise ExportError(f"parity check failed: the export differs from the live model by up to "
                               f"{worst:.2e} (more than {source.TOLERANCE:g}: {detail}); nothing was written")
-        for tmp in temps:
-            os.replace(tmp, tmp.with_name(tmp.name.removesuffix(".partial")))
+        _check_targets(list(temps.values()), overwrite)  # nothing appeared there meanwhile
+        for tmp, final in temps.items():
+            os.replace(tmp, final)
         temps.clear()
+    except OSError as exc:  # a full disk, a read-only folder: one readable line, nothing left
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         for tmp in temps:
             with contextlib.suppress(OSError):
@@ -174,10 +198,26 @@ def tokenizer_sidecar(out: Path) -> Path:
     return out.with_name(out.name + ".tokenizer.json")
 
 
-def _temp(path: Path, temps: list[Path]) -> Path:
-    tmp = path.with_name(path.name + ".partial")
-    temps.append(tmp)
-    return tmp
+def _temp(path: Path, temps: dict[Path, Path]) -> Path:
+    """A new, empty temporary file beside ``path`` (a unique name: never a file of the user's)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        try:  # created here, exclusively, with the permissions a new file gets
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        temps[tmp] = path
+        return tmp
+
+
+def _check_targets(targets: list[Path], overwrite: bool) -> None:
+    """Refuse to replace anything but a regular file, and with ``overwrite=False`` anything."""
+    for path in targets:
+        if (path.exists() or path.is_symlink()) and not (path.is_file() and not path.is_symlink()):
+            raise ExportError(f"{path} is there and is not a regular file; it was left as it is")
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise ExportTargetExists(existing)
 
 
 def _read_card(bundle: bytes) -> str:
