@@ -129,3 +129,17 @@ def test_opening_a_bundle_asks_for_a_private_encoder_it_cannot_find(make_window,
     qtbot.mouseClick(page.open_button, Qt.MouseButton.LeftButton)
     assert page.banner.level == "ok", page.banner.message()
     assert len(asked) == 2 and len(w.state.store.runs()) == 1
+
+
+def test_exporting_over_an_existing_file_asks_first(export_window, qtbot, tmp_path):
+    w, rid = export_window
+    w.go("export")
+    panel = w.export_page.panel
+    panel.folder.setText(str(tmp_path))
+    target = panel.target_path()
+    target.write_bytes(b"someone else's file")
+    asked = []
+    panel.confirm_replace = lambda path: asked.append(path) or False
+    qtbot.mouseClick(panel.export_button, Qt.MouseButton.LeftButton)
+    assert asked == [target] and not panel.busy and panel.banner.level == "info"
+    assert target.read_bytes() == b"someone else's file"

@@ -72,6 +72,7 @@ class ExportPanel(QWidget):
         self.task: BackgroundTask | None = None
         self.result: dict | None = None
         self.ask_folder = self._ask_folder  # replaced in tests
+        self.confirm_replace = self._confirm_replace
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -259,6 +260,12 @@ class ExportPanel(QWidget):
         if folder:
             self.folder.setText(folder)
 
+    def _confirm_replace(self, path: Path) -> bool:
+        answer = QMessageBox.question(self, "Replace the export?", f"{path} exists already. Replace it?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def _ask_folder(self, start: str) -> str:
         return QFileDialog.getExistingDirectory(self, "Export to folder", start)
 
@@ -275,6 +282,9 @@ class ExportPanel(QWidget):
             self.banner.show_message("error", problem)
             return False
         out = self.target_path()
+        if out.exists() and not self.confirm_replace(out):
+            self.banner.show_message("info", f"{out.name} is there already: nothing was written. Choose another folder.")
+            return False
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
