@@ -80,7 +80,9 @@ def _worker(algorithm: str, impl: str, steps: int, device: str) -> dict:
     dev = torch.device(device)
     hp = {"meta_batch": SYNTHETIC["meta_batch"]}
     if algorithm in ("maml", "fomaml", "metasgd"):
-        hp.update(inner_steps=1, inner_lr=0.4, vectorise=impl == "vmap")
+        hp.update(inner_steps=1, inner_lr=0.4)
+        if impl == "vmap":
+            hp["vectorise"] = "vmap"
     learner = algorithms.create(algorithm, Conv4(1, 64, SYNTHETIC["image_size"]), SYNTHETIC["way"], hp).to(dev)
     batch = _synthetic_batch(0).to(dev)
     step = (lambda: _naive_step(learner, batch)) if impl == "naive" else (lambda: learner.meta_step(batch))

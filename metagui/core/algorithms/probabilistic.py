@@ -75,6 +75,11 @@ class PLATIPUS(GradientLearner):
         "Omniglot 5-way (MAML settings)": {"hyperparams": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3, "meta_lr": 1e-3, "meta_batch": 32, "kl_weight": 1e-3}},
     }
 
+    @property
+    def vectorised(self) -> bool:
+        """Batch the tasks (and samples) with vmap: PLATIPUS's own switch, a boolean."""
+        return bool(self.hp.get("vectorise", True))
+
     def build(self) -> None:
         super().build()
         self.first_order = bool(self.hp["first_order"])
