@@ -244,3 +244,22 @@ def test_configs_written_before_auto_keep_their_batching():
     assert schema["vectorise"].validate(True) == "vmap" and schema["vectorise"].validate(False) == "loop"
     with pytest.raises(ConfigError):
         schema["vectorise"].validate("sometimes")
+
+
+@pytest.mark.parametrize(("name", "mode"), [("maml", "vmap"), ("maml", "auto"), ("reptile", "vmap"),
+                                            ("reptile", "auto"), ("platipus", True)])
+def test_vmapped_meta_batches_take_a_backbone_that_draws_random_numbers(name, mode, tmp_path, monkeypatch):
+    """The built-in text encoder drops tokens at random while meta-training; under vmap each
+    task draws its own mask (the Text preset's default, auto, tries vmap on its first batch)."""
+    from metagui.core.models import NgramEncoder
+
+    monkeypatch.setenv("METAGUI_DATA_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    learner = algorithms.create(name, NgramEncoder(1 << 10, 4, 64), 3, {"vectorise": mode, "inner_steps": 1})
+    assert learner.backbone.token_dropout > 0
+    ids = torch.randint(0, 1 << 10, (2, 6, 12))
+    batch = EpisodeBatch(ids, torch.arange(3).repeat(2).expand(2, -1), ids.flip(1), torch.arange(3).repeat(2).expand(2, -1), 3)
+    before = torch.cat([p.detach().flatten() for p in learner.parameters()])
+    metrics = learner.meta_step(batch)
+    after = torch.cat([p.detach().flatten() for p in learner.parameters()])
+    assert torch.isfinite(torch.tensor(metrics["loss"])) and not torch.equal(before, after)

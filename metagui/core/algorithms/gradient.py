@@ -180,7 +180,9 @@ class GradientLearner(MetaLearner):
             out = self.run_query(params, sx, qx)
             return self.task_loss(out, qy), self.task_metric(out, qy)
 
-        losses, metrics = vmap(per_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        # "different": a backbone that draws random numbers (the n-gram encoder's token dropout)
+        # draws them per task, as the loop does
+        losses, metrics = vmap(per_task, randomness="different")(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         return losses.mean(), metrics.detach(), {}
 
     def outer_loss(self, batch: EpisodeBatch, evaluating: bool = False):
@@ -388,7 +390,7 @@ class Reptile(GradientLearner):
                     self.task_metric(out, qy).detach())
 
         if mode == "vmap":
-            moves, losses, metrics = vmap(one)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+            moves, losses, metrics = vmap(one, randomness="different")(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
             return {k: v.mean(0).detach() for k, v in moves.items()}, losses, metrics
         delta = {k: torch.zeros_like(v) for k, v in base.items()}
         losses, metrics = [], []

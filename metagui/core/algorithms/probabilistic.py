@@ -156,7 +156,7 @@ class PLATIPUS(GradientLearner):
         if self.vectorised:
             mu = self.fast_params()
             eps = {k: torch.randn((batch.n_tasks, *m.shape), device=m.device) for k, m in mu.items()}
-            losses, kls, metrics = vmap(lambda *a: self.task_objective(mu, *a))(
+            losses, kls, metrics = vmap(lambda *a: self.task_objective(mu, *a), randomness="different")(
                 batch.support_x, batch.support_y, batch.query_x, batch.query_y, eps)
             loss, kl = losses.mean(), kls.mean()
             return loss + self.hp["kl_weight"] * kl, metrics.detach(), {"kl": float(kl.detach()), "query_loss": float(loss.detach())}
