@@ -145,9 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (print ratios against a baseline measured in the same run)")
     bsub = b.add_subparsers(dest="bench", required=True)
-    bt = bsub.add_parser("train", help="meta-train throughput and peak memory per algorithm vs a naive per-task loop")
-    bt.add_argument("--algorithms", default="maml,fomaml,metasgd,reptile,protonet,matching,relation")
-    bt.add_argument("--steps", type=int, default=10)
+    bt = bsub.add_parser("train", help="second-order MAML meta-step time, gradient agreement and peak memory: MetaGUI "
+                         "vs higher, learn2learn and a plain torch.func loop, interleaved, on the same models")
+    bt.add_argument("--models", default="mlp,conv4,text", help="of mlp, conv4, text")
+    bt.add_argument("--impls", default="functional,higher,learn2learn,metagui,metagui-loop,metagui-vmap",
+                    help="implementations (functional, the reference, always runs)")
+    bt.add_argument("--rounds", type=int, default=5, help="timed meta-steps per implementation and model")
+    bt.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, as the app)")
+    bt.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    bt.add_argument("--algorithms", default="", help="also the older table: these algorithms vs a naive deep-copy "
+                    "loop, e.g. maml,fomaml,metasgd,reptile,protonet,matching,relation")
+    bt.add_argument("--steps", type=int, default=10, help="steps per row of the --algorithms table")
     bt.add_argument("--device", default="cpu")
     bt.set_defaults(func=cmd_bench_train)
     bl = bsub.add_parser("learn", help="train each algorithm briefly on each dataset; held-out accuracy / MSE")
@@ -540,9 +548,14 @@ def cmd_tour(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from metagui.bench.train import bench_train
+    from metagui.bench.train import bench_algorithms, bench_train
 
-    bench_train([a.strip() for a in args.algorithms.split(",") if a.strip()], steps=args.steps, device=args.device)
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    bench_train(split(args.models), split(args.impls), rounds=args.rounds, device=args.device,
+                memory=not args.no_memory, threads=args.threads)
+    if args.algorithms:
+        print()
+        bench_algorithms(split(args.algorithms), steps=args.steps, device=args.device)
     return 0
 
 

@@ -21,7 +21,7 @@ def meta_gradient(learner, batch):
     return {k: p.grad.clone() for k, p in learner.fast_params().items()}
 
 
-@pytest.mark.parametrize("vectorise", [False, True])
+@pytest.mark.parametrize("vectorise", ["loop", "vmap"])
 @pytest.mark.parametrize("backbone", ["mlp", "conv4"])
 def test_maml_second_order_gradient_matches_finite_differences(backbone, vectorise):
     torch.manual_seed(0)
@@ -189,3 +189,77 @@ def test_eval_lr_sets_the_test_time_step_size_only(name):
     # meta-training's inner loop takes inner_lr: the meta-gradient equals the eval_lr-free learner's
     g_small, g_big = meta_gradient(small_test, batch), meta_gradient(big, batch)
     assert all(torch.allclose(g_small[k], g_big[k]) for k in g_big)
+
+
+# --- vectorise = "auto" (core.algorithms.batching) ----------------------------------------------
+def test_auto_batching_keeps_the_faster_mode_and_measures_it_once(tmp_path):
+    from metagui.core.algorithms import batching
+
+    now = [0.0]
+    calls = {"vmap": 0, "loop": 0}
+
+    def work(mode, cost):
+        def run():
+            calls[mode] += 1
+            now[0] += cost
+        return run
+
+    trials = {"vmap": work("vmap", 0.3), "loop": work("loop", 0.1)}
+    first = batching.choose("k", trials, tmp_path / "cal.json", clock=lambda: now[0])
+    assert first == {"mode": "loop", "ms": {"vmap": 300.0, "loop": 100.0}, "measured": True}
+    assert calls == {"vmap": batching.REPEATS, "loop": batching.REPEATS}
+    again = batching.choose("k", trials, tmp_path / "cal.json", clock=lambda: now[0])
+    assert again["mode"] == "loop" and not again["measured"] and calls["loop"] == batching.REPEATS
+    other = batching.choose("another shape", {"vmap": work("vmap", 0.1), "loop": work("loop", 0.2)},
+                            tmp_path / "cal.json", clock=lambda: now[0])
+    assert other["mode"] == "vmap" and other["measured"]
+
+
+def sine_batch(t=4, k=5, q=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    amp, phase = torch.rand(t, 1, 1, generator=g) * 4 + 0.5, torch.rand(t, 1, 1, generator=g) * 3
+    sx, qx = torch.rand(t, k, 1, generator=g) * 10 - 5, torch.rand(t, q, 1, generator=g) * 10 - 5
+    return EpisodeBatch(sx, amp * torch.sin(sx + phase), qx, amp * torch.sin(qx + phase), 0)
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "reptile"])
+def test_every_batching_mode_meta_trains_to_the_same_weights(name):
+    """vmap, the per-task loop and auto (whichever it picks) are one computation."""
+    batch, weights = sine_batch(), {}
+    for mode in ("loop", "vmap", "auto"):
+        torch.manual_seed(0)
+        learner = algorithms.create(name, MLP(1, 16, 2), 0, {"vectorise": mode, "inner_steps": 3, "inner_lr": 0.05})
+        for _ in range(3):
+            learner.meta_step(batch)
+        weights[mode] = torch.cat([p.detach().flatten() for p in learner.parameters()])
+        if mode == "auto":
+            assert learner.batching["mode"] in ("vmap", "loop") and set(learner.batching["ms"]) == {"vmap", "loop"}
+    assert (weights["loop"] - weights["vmap"]).abs().max() < 1e-5
+    assert (weights["auto"] - weights["loop"]).abs().max() < 1e-5
+
+
+def test_configs_written_before_auto_keep_their_batching():
+    schema = {h.name: h for h in algorithms.get("maml").schema()}
+    assert schema["vectorise"].default == "auto"
+    assert schema["vectorise"].validate(True) == "vmap" and schema["vectorise"].validate(False) == "loop"
+    with pytest.raises(ConfigError):
+        schema["vectorise"].validate("sometimes")
+
+
+@pytest.mark.parametrize(("name", "mode"), [("maml", "vmap"), ("maml", "auto"), ("reptile", "vmap"),
+                                            ("reptile", "auto"), ("platipus", True)])
+def test_vmapped_meta_batches_take_a_backbone_that_draws_random_numbers(name, mode, tmp_path, monkeypatch):
+    """The built-in text encoder drops tokens at random while meta-training; under vmap each
+    task draws its own mask (the Text preset's default, auto, tries vmap on its first batch)."""
+    from metagui.core.models import NgramEncoder
+
+    monkeypatch.setenv("METAGUI_DATA_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    learner = algorithms.create(name, NgramEncoder(1 << 10, 4, 64), 3, {"vectorise": mode, "inner_steps": 1})
+    assert learner.backbone.token_dropout > 0
+    ids = torch.randint(0, 1 << 10, (2, 6, 12))
+    batch = EpisodeBatch(ids, torch.arange(3).repeat(2).expand(2, -1), ids.flip(1), torch.arange(3).repeat(2).expand(2, -1), 3)
+    before = torch.cat([p.detach().flatten() for p in learner.parameters()])
+    metrics = learner.meta_step(batch)
+    after = torch.cat([p.detach().flatten() for p in learner.parameters()])
+    assert torch.isfinite(torch.tensor(metrics["loss"])) and not torch.equal(before, after)

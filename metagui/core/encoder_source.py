@@ -144,22 +144,14 @@ def hub_offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _data_dir() -> Path:
-    from metagui.core.data.catalog import DATA_DIR_ENV
-
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("metagui", appauthor=False))
-
-
 # --- checksums, once per file version ---------------------------------------------------------
 _SHA_MEMO: dict[str, str] = {}
 
 
 def _sha_store() -> Path:
-    return _data_dir() / "encoders" / "sha256.json"
+    from metagui.core.data.catalog import user_data_dir
+
+    return user_data_dir() / "encoders" / "sha256.json"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -43,8 +43,13 @@ class HyperParam:
     high: float | None = None
     choices: tuple[str, ...] = ()
     log: bool = False  # spin on a log scale (learning rates)
+    # values older configs wrote, and what they mean now: ((old, new), ...)
+    legacy: tuple[tuple[Any, Any], ...] = ()
 
     def validate(self, value: Any) -> Any:
+        for old, new in self.legacy:
+            if type(value) is type(old) and value == old:
+                value = new
         t = self.type
         if t is bool:
             if not isinstance(value, bool):

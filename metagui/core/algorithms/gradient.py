@@ -8,12 +8,14 @@ second-order MAML gradient flows through the inner updates.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from metagui.core.algorithms import batching
 from metagui.core.algorithms.base import (
     PRETRAINED_PRESET,
     TEXT_PRESET,
@@ -27,9 +29,12 @@ from metagui.core.tasks import EpisodeBatch
 Params = dict[str, torch.Tensor]
 
 VECTORISE = HyperParam(
-    "vectorise", bool, False,
-    "Batch the tasks of a meta-batch with torch.func.vmap. On the CPU a per-task loop is faster "
-    "(see `metagui bench train`); try it on a GPU.",
+    "vectorise", str, "auto",
+    "How the tasks of a meta-batch run while meta-training: vmap (all in one torch.func.vmap call), "
+    "loop (one after the other), or auto: both are timed on the first meta-batch and the faster is "
+    "kept, remembered per machine and model (vmap wins several times over on small models; the "
+    "loop can win on Conv-4 on a CPU: `metagui bench train`).",
+    choices=("auto", "vmap", "loop"), legacy=((True, "vmap"), (False, "loop")),
 )
 
 HEAD = HyperParam(
@@ -70,6 +75,8 @@ class GradientLearner(MetaLearner):
 
     def build(self) -> None:
         self.head = nn.Linear(self.backbone.emb_dim, 1 if self.shared_head else self.n_way or 1)
+        self._modes: dict[str, dict] = {}  # calibration key -> batching.choose's answer
+        self.batching: dict = {}  # how the last meta-batch ran under vectorise = "auto"
 
     @property
     def shared_head(self) -> bool:
@@ -124,11 +131,33 @@ class GradientLearner(MetaLearner):
                     curve.append(float(self.task_loss(self.run_query(params, sx, qx), qy)))
         return params
 
-    @property
-    def vectorised(self) -> bool:
-        """Batch the tasks of a meta-batch with vmap (one call per step instead of a Python
-        loop over tasks)."""
-        return bool(self.hp.get("vectorise", False))
+    def task_mode(self, batch: EpisodeBatch, first_order: bool) -> str:
+        """"vmap" or "loop" for this meta-batch (``batching``): as set, or with "auto" the
+        faster here, timed once on a batch of this shape (``self.batching`` says which)."""
+        mode = self.hp.get("vectorise", "loop")
+        if mode != "auto":
+            return mode
+        key = batching.calibration_key(self, batch, first_order)
+        if key not in self._modes:
+            device = next(self.parameters()).device
+
+            def trial(m: str) -> Callable[[], None]:
+                def run() -> None:
+                    self.meta_work(batch, m)
+                    batching.synchronise(device)
+                    self.zero_grad(set_to_none=True)
+                return run
+
+            self._modes[key] = batching.choose(key, {m: trial(m) for m in batching.MODES})
+        self.batching = self._modes[key]
+        return self.batching["mode"]
+
+    def meta_work(self, batch: EpisodeBatch, mode: str) -> None:
+        """One meta-step's computation in ``mode``, without updating any weight (calibration)."""
+        steps, first_order = self.hp["inner_steps"], self.first_order
+        loss = self.outer_loss_vmapped(batch, steps, first_order)[0] if mode == "vmap" else \
+            self.outer_loss_looped(batch, steps, not first_order)[0]
+        loss.backward()
 
     def adapt_functional(self, params: Params, sx: torch.Tensor, sy: torch.Tensor, steps: int, first_order: bool) -> Params:
         """The inner loop in torch.func form (vmap-able): ``grad`` of the support loss."""
@@ -151,14 +180,19 @@ class GradientLearner(MetaLearner):
             out = self.run_query(params, sx, qx)
             return self.task_loss(out, qy), self.task_metric(out, qy)
 
-        losses, metrics = vmap(per_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        # "different": a backbone that draws random numbers (the n-gram encoder's token dropout)
+        # draws them per task, as the loop does
+        losses, metrics = vmap(per_task, randomness="different")(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         return losses.mean(), metrics.detach(), {}
 
     def outer_loss(self, batch: EpisodeBatch, evaluating: bool = False):
         steps = self.hp["eval_steps"] if evaluating else self.hp["inner_steps"]
         second_order = not (self.first_order or evaluating)
-        if not evaluating and self.vectorised:
+        if not evaluating and self.task_mode(batch, not second_order) == "vmap":
             return self.outer_loss_vmapped(batch, steps, not second_order)
+        return self.outer_loss_looped(batch, steps, second_order, evaluating)
+
+    def outer_loss_looped(self, batch: EpisodeBatch, steps: int, second_order: bool, evaluating: bool = False):
         losses, metrics = [], []
         curves: list[list[float]] = []
         base = self.fast_params(batch.n_way)
@@ -308,6 +342,7 @@ class Reptile(GradientLearner):
         HyperParam("inner_steps", int, 5, "SGD steps on each task during meta-training.", 1, 200),
         HyperParam("eval_steps", int, 10, "SGD steps on the support set at test time.", 1, 500),
         HyperParam("anneal", bool, True, "Anneal the outer step size linearly to zero over training."),
+        VECTORISE,
     )
     presets = {
         "Omniglot 5-way (paper-like)": {"hyperparams": {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 50, "meta_lr": 1.0, "meta_batch": 5}},
@@ -332,21 +367,41 @@ class Reptile(GradientLearner):
 
     def meta_step(self, batch: EpisodeBatch) -> dict[str, Any]:
         self.train()
+        delta, losses, metrics = self.task_deltas(batch, self.task_mode(batch, True))
+        self.optimizer.zero_grad(set_to_none=True)
+        for k, p in self.fast_params().items():
+            p.grad = delta[k]
+        self.optimizer.step()
+        return {"loss": float(losses.mean()), self.metric_name: float(metrics.mean())}
+
+    def meta_work(self, batch: EpisodeBatch, mode: str) -> None:
+        self.task_deltas(batch, mode)
+
+    def task_deltas(self, batch: EpisodeBatch, mode: str) -> tuple[Params, torch.Tensor, torch.Tensor]:
+        """The mean move from the initialisation to each task's SGD-adapted weights (Reptile's
+        meta-gradient), with the per-task query losses and metrics."""
         base = {k: v.detach() for k, v in self.fast_params().items()}
+        steps = self.hp["inner_steps"]
+
+        def one(sx, sy, qx, qy):
+            params = self.adapt_functional(base, sx, sy, steps, first_order=True)
+            out = self.run_query(params, sx, qx)
+            return ({k: base[k] - params[k] for k in base}, self.task_loss(out, qy).detach(),
+                    self.task_metric(out, qy).detach())
+
+        if mode == "vmap":
+            moves, losses, metrics = vmap(one, randomness="different")(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+            return {k: v.mean(0).detach() for k, v in moves.items()}, losses, metrics
         delta = {k: torch.zeros_like(v) for k, v in base.items()}
         losses, metrics = [], []
         for t in range(batch.n_tasks):
             sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
             start = {k: v.clone().requires_grad_(True) for k, v in base.items()}
-            params = self.inner_loop(start, sx, sy, self.hp["inner_steps"], False)
+            params = self.inner_loop(start, sx, sy, steps, False)
             with torch.no_grad():
                 out = self.run_query(params, sx, qx)
-                losses.append(float(self.task_loss(out, qy)))
-                metrics.append(float(self.task_metric(out, qy)))
+                losses.append(self.task_loss(out, qy))
+                metrics.append(self.task_metric(out, qy))
                 for k in delta:
                     delta[k] += (base[k] - params[k]) / batch.n_tasks
-        self.optimizer.zero_grad(set_to_none=True)
-        for k, p in self.fast_params().items():
-            p.grad = delta[k]
-        self.optimizer.step()
-        return {"loss": sum(losses) / len(losses), self.metric_name: sum(metrics) / len(metrics)}
+        return delta, torch.stack(losses), torch.stack(metrics)

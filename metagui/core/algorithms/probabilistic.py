@@ -75,6 +75,11 @@ class PLATIPUS(GradientLearner):
         "Omniglot 5-way (MAML settings)": {"hyperparams": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3, "meta_lr": 1e-3, "meta_batch": 32, "kl_weight": 1e-3}},
     }
 
+    @property
+    def vectorised(self) -> bool:
+        """Batch the tasks (and samples) with vmap: PLATIPUS's own switch, a boolean."""
+        return bool(self.hp.get("vectorise", True))
+
     def build(self) -> None:
         super().build()
         self.first_order = bool(self.hp["first_order"])
@@ -151,7 +156,7 @@ class PLATIPUS(GradientLearner):
         if self.vectorised:
             mu = self.fast_params()
             eps = {k: torch.randn((batch.n_tasks, *m.shape), device=m.device) for k, m in mu.items()}
-            losses, kls, metrics = vmap(lambda *a: self.task_objective(mu, *a))(
+            losses, kls, metrics = vmap(lambda *a: self.task_objective(mu, *a), randomness="different")(
                 batch.support_x, batch.support_y, batch.query_x, batch.query_y, eps)
             loss, kl = losses.mean(), kls.mean()
             return loss + self.hp["kl_weight"] * kl, metrics.detach(), {"kl": float(kl.detach()), "query_loss": float(loss.detach())}

@@ -159,10 +159,15 @@ def get_entry(name: str) -> CatalogEntry:
         raise DataError(f"unknown catalog dataset '{name}'; known: {', '.join(CATALOG)}") from None
 
 
-def datasets_dir() -> Path:
-    """``$METAGUI_DATA_DIR/datasets`` if set, else the platform's user data folder."""
+def user_data_dir() -> Path:
+    """``$METAGUI_DATA_DIR`` if set, else the platform's user data folder (downloads, model
+    checksums, calibrations)."""
     base = os.environ.get(DATA_DIR_ENV) or platformdirs.user_data_dir("metagui", appauthor=False)
-    return Path(base).expanduser() / "datasets"
+    return Path(base).expanduser()
+
+
+def datasets_dir() -> Path:
+    return user_data_dir() / "datasets"
 
 
 class Downloader:
