@@ -263,3 +263,18 @@ def test_vmapped_meta_batches_take_a_backbone_that_draws_random_numbers(name, mo
     metrics = learner.meta_step(batch)
     after = torch.cat([p.detach().flatten() for p in learner.parameters()])
     assert torch.isfinite(torch.tensor(metrics["loss"])) and not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("head", ["per_class", "shared"])
+def test_the_loop_backpropagates_task_by_task_to_the_mean_loss_gradient(head):
+    """meta_step's loop frees each task's graph as it goes; its gradient is the mean loss's."""
+    torch.manual_seed(0)
+    learner = algorithms.create("maml", Conv4(1, 8, 16), 3,
+                                {"inner_steps": 2, "inner_lr": 0.1, "head": head, "vectorise": "loop"}).double()
+    batch = image_batch(dtype=torch.float64)
+    whole = meta_gradient(learner, batch)  # outer_loss: the mean of the tasks' losses, one backward
+    learner.zero_grad()
+    learner.meta_work(batch, "loop")
+    by_task = {k: p.grad for k, p in learner.fast_params().items()}
+    for k, g in whole.items():
+        torch.testing.assert_close(by_task[k], g, rtol=1e-10, atol=1e-12)

@@ -270,8 +270,10 @@ class MetaGUI:
         lr = self.learner
         lr.train()
         lr.zero_grad(set_to_none=True)
-        loss, _, _ = lr.outer_loss(batch)  # with vectorise = "auto": calibrates here, once
-        (loss + lr.regulariser()).backward()
+        lr.meta_work(batch, lr.task_mode(batch, lr.first_order))  # what meta_step computes; auto calibrates once
+        penalty = lr.regulariser()
+        if isinstance(penalty, torch.Tensor) and penalty.requires_grad:
+            penalty.backward()
         out = {k: p.grad.detach().clone() for k, p in lr.named_parameters() if p.grad is not None}
         lr.zero_grad(set_to_none=True)
         return out

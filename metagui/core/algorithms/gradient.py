@@ -148,16 +148,45 @@ class GradientLearner(MetaLearner):
                     self.zero_grad(set_to_none=True)
                 return run
 
-            self._modes[key] = batching.choose(key, {m: trial(m) for m in batching.MODES})
+            # the trials draw no random numbers the run would see (token dropout does draw)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                self._modes[key] = batching.choose(key, {m: trial(m) for m in batching.MODES})
         self.batching = self._modes[key]
         return self.batching["mode"]
 
-    def meta_work(self, batch: EpisodeBatch, mode: str) -> None:
-        """One meta-step's computation in ``mode``, without updating any weight (calibration)."""
+    def meta_step(self, batch: EpisodeBatch) -> dict[str, Any]:
+        if type(self).outer_loss is not GradientLearner.outer_loss:  # PLATIPUS: its own objective
+            return super().meta_step(batch)
+        self.train()
+        mode = self.task_mode(batch, self.first_order)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, per_task = self.meta_work(batch, mode)
+        penalty = self.regulariser()
+        if isinstance(penalty, torch.Tensor) and penalty.requires_grad:
+            penalty.backward()
+        self.optimizer.step()
+        return {"loss": float(loss), self.metric_name: float(per_task.mean())}
+
+    def meta_work(self, batch: EpisodeBatch, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The meta-gradient of one meta-batch, into ``.grad`` (no weight is updated), and the
+        mean query loss and per-task metrics. vmap backpropagates the batched graph once; the
+        loop backpropagates each task as soon as it is done, so one task's graph is alive at a
+        time (the sum of the tasks' gradients is the mean loss's)."""
         steps, first_order = self.hp["inner_steps"], self.first_order
-        loss = self.outer_loss_vmapped(batch, steps, first_order)[0] if mode == "vmap" else \
-            self.outer_loss_looped(batch, steps, not first_order)[0]
-        loss.backward()
+        if mode == "vmap":
+            loss, per_task, _ = self.outer_loss_vmapped(batch, steps, first_order)
+            loss.backward()
+            return loss.detach(), per_task
+        losses, metrics = [], []
+        for t in range(batch.n_tasks):
+            sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
+            params = self.inner_loop(self.fast_params(batch.n_way), sx, sy, steps, not first_order)
+            out = self.run_query(params, sx, qx)
+            loss = self.task_loss(out, qy)
+            (loss / batch.n_tasks).backward()
+            losses.append(loss.detach())
+            metrics.append(self.task_metric(out.detach(), qy))
+        return torch.stack(losses).mean(), torch.stack(metrics)
 
     def adapt_functional(self, params: Params, sx: torch.Tensor, sy: torch.Tensor, steps: int, first_order: bool) -> Params:
         """The inner loop in torch.func form (vmap-able): ``grad`` of the support loss."""
