@@ -8,6 +8,7 @@ nothing outside the target was changed: the sha256 of every file around it befor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -527,8 +528,18 @@ def as_reader(*argv) -> subprocess.CompletedProcess:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: no user here lacks write access")
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if not _nobody_can_run(tuple(prefix)):
+            pytest.skip("user nobody cannot run this checkout's Python (it lies in a folder only root may "
+                        "read, as a fresh clone in a private temporary folder does)")
     return subprocess.run([*prefix, sys.executable, "-m", "metagui", *map(str, argv)], capture_output=True,
                           text=True, cwd=ROOT, env={**ENV, "HOME": "/nonexistent"}, timeout=240)
+
+
+@functools.cache
+def _nobody_can_run(prefix: tuple[str, ...]) -> bool:
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import metagui.core.store"], capture_output=True,
+                           cwd="/", env={**ENV, "HOME": "/nonexistent"}, timeout=120)
+    return probe.returncode == 0
 
 
 def read_only(folder: Path, file_mode: int = 0o444) -> None:
