@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metagui.core.errors import Cancelled, ConfigError
+from metagui.core.files import save_cache_json
 
 Progress = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
@@ -178,13 +179,7 @@ def file_sha256(path: str | Path) -> str:
         digest = h.hexdigest()
         known = {k: v for k, v in known.items() if not k.startswith(f"{real}|")}
         known[key] = digest
-        try:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            tmp = store.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(known, indent=0), encoding="utf-8")
-            tmp.replace(store)
-        except OSError:
-            pass  # an unwritable data folder costs a re-hash next time, nothing else
+        save_cache_json(store, known, indent=0)  # unwritable: a re-hash next time, nothing else
     _SHA_MEMO[key] = digest
     return digest
 

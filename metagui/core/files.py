@@ -152,3 +152,18 @@ def _reason(exc: BaseException) -> str:
             return "permission denied"
         return exc.strerror or str(exc)
     return str(exc)
+
+
+def save_cache_json(path: Path, data: object, indent: int | None = 1) -> bool:
+    """Write one of MetaGUI's own small JSON caches atomically (a temporary file, then a
+    rename). False when the folder is not writable: losing a cache costs a recomputation."""
+    import json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=indent), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        return False
+    return True

@@ -11,12 +11,13 @@ is measured once.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from metagui.core.files import save_cache_json
 
 MODES = ("vmap", "loop")
 REPEATS = 4  # per mode; the first of each is a warm-up and does not count
@@ -46,16 +47,6 @@ def _read(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _write(path: Path, data: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        tmp.replace(path)
-    except OSError:
-        pass  # an unwritable data folder costs a new measurement next run, nothing else
-
-
 def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = None,
            clock: Callable[[], float] = time.perf_counter) -> dict:
     """The faster of ``trials`` (mode -> one meta-step's work, no weight update), remembered
@@ -77,7 +68,7 @@ def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = 
     result = {"mode": min(ms, key=ms.__getitem__), "ms": ms}
     data = _read(path)
     data[key] = result
-    _write(path, data)
+    save_cache_json(path, data)  # unwritable: the next run measures again
     return {**result, "measured": True}
 
 
