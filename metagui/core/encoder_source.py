@@ -193,9 +193,7 @@ def folders_with(sha256: str, name: str) -> list[Path]:
         return []
     out = []
     for key, digest in (known.items() if isinstance(known, dict) else ()):
-        path, _, rest = key.rpartition("|")
-        path = path.rpartition("|")[0]
-        p = Path(path)
+        p = Path(key.rsplit("|", 2)[0])  # "path|size|mtime_ns"
         if digest == sha256 and p.name == name and p.is_file() and f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" == key:
             out.append(p.parent)
     return out

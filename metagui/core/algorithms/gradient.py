@@ -8,7 +8,7 @@ second-order MAML gradient flows through the inner updates.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -155,8 +155,6 @@ class GradientLearner(MetaLearner):
         return self.batching["mode"]
 
     def meta_step(self, batch: EpisodeBatch) -> dict[str, Any]:
-        if type(self).outer_loss is not GradientLearner.outer_loss:  # PLATIPUS: its own objective
-            return super().meta_step(batch)
         self.train()
         mode = self.task_mode(batch, self.first_order)
         self.optimizer.zero_grad(set_to_none=True)
@@ -178,14 +176,10 @@ class GradientLearner(MetaLearner):
             loss.backward()
             return loss.detach(), per_task
         losses, metrics = [], []
-        for t in range(batch.n_tasks):
-            sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
-            params = self.inner_loop(self.fast_params(batch.n_way), sx, sy, steps, not first_order)
-            out = self.run_query(params, sx, qx)
-            loss = self.task_loss(out, qy)
+        for loss, metric, _ in self.task_losses(batch, steps, not first_order):
             (loss / batch.n_tasks).backward()
             losses.append(loss.detach())
-            metrics.append(self.task_metric(out.detach(), qy))
+            metrics.append(metric)
         return torch.stack(losses).mean(), torch.stack(metrics)
 
     def adapt_functional(self, params: Params, sx: torch.Tensor, sy: torch.Tensor, steps: int, first_order: bool) -> Params:
@@ -221,11 +215,12 @@ class GradientLearner(MetaLearner):
             return self.outer_loss_vmapped(batch, steps, not second_order)
         return self.outer_loss_looped(batch, steps, second_order, evaluating)
 
-    def outer_loss_looped(self, batch: EpisodeBatch, steps: int, second_order: bool, evaluating: bool = False):
-        losses, metrics = [], []
-        curves: list[list[float]] = []
-        base = self.fast_params(batch.n_way)
+    def task_losses(self, batch: EpisodeBatch, steps: int, second_order: bool, evaluating: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[float] | None]]:
+        """Task by task, lazily: the query loss after the inner loop (with its graph), the query
+        metric, and when ``evaluating`` the query loss after each inner step."""
         for t in range(batch.n_tasks):
+            base = self.fast_params(batch.n_way)
             sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
             curve = None
             if evaluating:
@@ -233,8 +228,14 @@ class GradientLearner(MetaLearner):
                     curve = [float(self.task_loss(self.run_query(base, sx, qx), qy))]
             params = self.inner_loop(base, sx, sy, steps, second_order, curve, qx, qy, test_time=evaluating)
             out = self.run_query(params, sx, qx)
-            losses.append(self.task_loss(out, qy))
-            metrics.append(self.task_metric(out.detach(), qy))
+            yield self.task_loss(out, qy), self.task_metric(out.detach(), qy), curve
+
+    def outer_loss_looped(self, batch: EpisodeBatch, steps: int, second_order: bool, evaluating: bool = False):
+        losses, metrics = [], []
+        curves: list[list[float]] = []
+        for loss, metric, curve in self.task_losses(batch, steps, second_order, evaluating):
+            losses.append(loss)
+            metrics.append(metric)
             if curve:
                 curves.append(curve)
         extra: dict[str, float] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,11 @@ class PLATIPUS(GradientLearner):
         "Ambiguous sine/line (short CPU runs)": {"hyperparams": {"inner_lr": 0.01, "inner_steps": 1, "eval_steps": 5, "meta_lr": 3e-3, "meta_batch": 10, "kl_weight": 0.05}},
         "Omniglot 5-way (MAML settings)": {"hyperparams": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": 3, "meta_lr": 1e-3, "meta_batch": 32, "kl_weight": 1e-3}},
     }
+
+    def meta_step(self, batch: EpisodeBatch) -> dict[str, Any]:
+        # one backward pass of its own objective (the query loss and the KL terms of
+        # ``outer_loss``), not GradientLearner's task-by-task one
+        return MetaLearner.meta_step(self, batch)
 
     @property
     def vectorised(self) -> bool:

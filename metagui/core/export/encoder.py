@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -165,7 +166,14 @@ class TokenizerSpec:
 
 
 def tokenizer_spec(folder: Path) -> TokenizerSpec:
-    """The sentence encoder's tokenizer, as a model card states it."""
+    """The sentence encoder's tokenizer, as a model card states it (read once per version of
+    its tokenizer.json: a card, a spec and a bundle each ask for it)."""
+    path = Path(folder) / "tokenizer.json"
+    return _tokenizer_spec(Path(folder), path.stat().st_mtime_ns if path.is_file() else -1)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_spec(folder: Path, _version: int) -> TokenizerSpec:
     raw = _read_json(folder / "tokenizer.json")
     model = raw.get("model") or {}
     norm = raw.get("normalizer") or {}
