@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     bx.add_argument("--data", default=str(Path("../shared/data/banking77")), help="folder with Banking77 train.csv and test.csv")
     bx.add_argument("--settings", default="", help="comma-separated (default unseen-intents,banking-to-ha,ha-to-banking; "
                     "with a pretrained --encoder, ha-en-to-banking instead of ha-to-banking)")
-    bx.add_argument("--algorithms", default="protonet,matching,relation,maml,versa")
+    bx.add_argument("--algorithms", default="", help="comma-separated (default protonet,matching,relation,maml,versa; "
+                    "with a pretrained --encoder, fomaml and metasgd too)")
     bx.add_argument("--steps", type=int, default=600, help="meta-steps (4 episodes each) per algorithm and setting")
     bx.add_argument("--episodes", type=int, default=1000, help="fixed test episodes per task shape")
     bx.add_argument("--languages", default="", help="Home Assistant languages to meta-train on for ha-to-banking "
@@ -593,6 +594,8 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
     import json
 
     from metagui.bench.text import (
+        LEARNERS,
+        PRETRAINED_LEARNERS,
         PRETRAINED_SETTINGS,
         SETTINGS,
         bench_text,
@@ -605,6 +608,8 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
 
     if not args.settings:
         args.settings = ",".join(PRETRAINED_SETTINGS if is_pretrained(args.encoder) else SETTINGS)
+    if not args.algorithms:
+        args.algorithms = ",".join(PRETRAINED_LEARNERS if is_pretrained(args.encoder) else LEARNERS)
 
     if args.ceiling:
         report = lexical_ceiling(args.data, split(args.settings), episodes=args.episodes,

@@ -55,6 +55,25 @@ def test_tfidf_centroid_scores_a_hand_checked_episode():
     assert tb.tfidf_centroid_accuracy(texts, wrong, 2, tb.word_tokens).tolist() == [0.0]
 
 
+def test_support_fit_baseline_starts_at_the_class_means_and_fits_the_support_set():
+    """``frozen-fit``: zero steps is nearest class mean, episode by episode; with steps, the
+    head learns a support set that the class means get half wrong."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8))
+    episodes = [(rng.choice(60, 10, replace=False), rng.choice(60, 10, replace=False)) for _ in range(7)]
+    np.testing.assert_allclose(tb.support_fit_accuracy(x, episodes, 5, steps=0), tb.centroid_accuracy(x, episodes, 5),
+                               atol=1e-6)
+
+    x = np.array([[0.0, 1.4, 1.8], [-0.7, -1.2, -1.8], [1.3, -0.1, -0.7],  # class 0
+                  [-0.1, -2.6, -1.8], [0.9, 0.3, 0.1], [-1.1, 0.5, 1.7]])  # class 1
+    support_as_queries = [(np.arange(6), np.arange(6))]
+    assert tb.centroid_accuracy(x, support_as_queries, 2)[0] == 0.5
+    fitted = tb.support_fit_accuracy(x, support_as_queries, 2, steps=100)
+    assert fitted[0] == 1.0
+    diff, half = tb.paired(np.array([1.0, 0.5, 1.0]), np.array([0.5, 0.5, 0.5]))  # per episode, same episodes
+    assert abs(diff - 1 / 3) < 1e-12 and abs(half - 1.96 * np.std([0.5, 0, 0.5], ddof=1) / np.sqrt(3)) < 1e-12
+
+
 def test_built_in_encoder_is_the_version_2_featurizer_and_old_checkpoints_keep_theirs():
     pre = Preprocessing(modality="text")
     assert isinstance(make_backbone("text", pre), NgramEncoder)
