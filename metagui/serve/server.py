@@ -1,0 +1,93 @@
+"""Bind and run: the checks made before anything is loaded (the host, the token), the socket
+(port 0 picks a free one, printed before serving), and uvicorn until SIGINT / SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from metagui.core.errors import ConfigError
+
+TOKEN_ENV = "METAGUI_SERVE_TOKEN"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def resolve_token(given: str | None) -> str:
+    """``--token``, else METAGUI_SERVE_TOKEN, else "" (no token)."""
+    token = given if given is not None else os.environ.get(TOKEN_ENV, "")
+    return token.strip()
+
+
+def check_host(host: str, token: str) -> None:
+    """A host other machines can reach needs a token."""
+    from metagui.serve.deployment import loopback
+
+    if not loopback(host) and not token:
+        raise ConfigError(f"--host {host} can be reached from other machines: give --token TOKEN (or set "
+                          f"{TOKEN_ENV}) so that clients must send it, or serve on 127.0.0.1")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(deployment, host: str, port: int, token: str, max_body: int | None = None) -> int:
+    """Serve ``deployment`` until interrupted; prints one line with the address first."""
+    import uvicorn
+
+    from metagui.serve.app import MAX_BODY_BYTES, create_app
+
+    app = create_app(deployment, token, max_body or MAX_BODY_BYTES)
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    shown = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    s = deployment.session
+    adapted = f"adapted to {len(s.adaptation.names)} intents" if s.adaptation else "not adapted yet (POST /adapt)"
+    print(f"metagui: serving run {deployment.run_id} on http://{shown}:{actual} "
+          f"({'support set restored' if deployment.restored else 'new support set'}, {adapted}; "
+          f"{'bearer token required' if token else 'no token'}; OpenAPI at /docs)", flush=True)
+    if deployment.note:
+        print(f"metagui: {deployment.note}", file=sys.stderr, flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        deployment.close()
+        sock.close()
+    return 0
+
+
+def deployment_for(target: str, db: str | Path | None, start: str, threshold: float | None,
+                   encoder: str | None = None):
+    """A run id or a ``.metagui`` bundle -> a Deployment (and the card it shows)."""
+    from metagui.serve.deployment import Deployment, bundle_run, run_card
+
+    if target.isdigit():
+        run_id, card = int(target), ""
+        card = run_card(db, run_id)
+    else:
+        from metagui.core.export import open_bundle
+
+        p = Path(target)
+        if not p.exists():
+            raise ConfigError(f"{target} is neither a run id (see `metagui runs`) nor a bundle file")
+        card = open_bundle(p, encoder).card  # checked before anything is written
+        run_id, imported = bundle_run(db, p, encoder)
+        if imported:
+            print(f"metagui: {p.name} is run {run_id} in the store now (its feedback and support set are kept there)",
+                  file=sys.stderr, flush=True)
+    return Deployment(db, run_id, start=start, threshold=threshold, card=card)
