@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metagui.core.chat import ChatEngine, ChatSession, SupportSet, held_out_classes, journal_to_store
+from metagui.core.chat import (
+    ChatEngine,
+    ChatSession,
+    SupportSet,
+    held_out_classes,
+    journal_to_store,
+)
 from metagui.core.chat.session import START_FROM
 from metagui.core.config import RunConfig
 from metagui.core.errors import ConfigError, DataError, MetaGUIError
@@ -64,7 +70,7 @@ class Deployment:
     """A ChatSession on run ``run_id`` of the store at ``db``, as ``serve`` runs it."""
 
     def __init__(self, db: str | Path | None, run_id: int, start: str = "held_out", threshold: float | None = None,
-                 card: str = "") -> None:
+                 card: str | None = None) -> None:
         if start not in START_FROM:
             raise ConfigError(f"--start takes {', '.join(START_FROM)}, not '{start}'")
         self.db = Path(db) if db else None
@@ -89,7 +95,7 @@ class Deployment:
         if threshold is not None:
             engine.threshold = float(threshold)
         self.config = cfg
-        self.card = card
+        self.card = card  # the bundle's model card; None: the run's, made when first asked for
         self.session = ChatSession(engine, None, [], cfg.task.shot, self.run)
         self.restored = live is not None
         if live is not None:  # the support set it was serving when it stopped (or was killed)
@@ -214,6 +220,8 @@ class Deployment:
         learner, pre = s.engine.learner, s.engine.pre
         run = {k: self.run.get(k) for k in ("id", "name", "algorithm", "dataset", "task", "status", "steps_done",
                                             "best_val", "best_val_ci", "parent_id", "tags")}
+        if self.card is None:
+            self.card = run_card(self.db, self.run_id)
         with self.lock:
             support = {"intents": s.support.counts(), "adapted_to": list(s.adaptation.names) if s.adaptation else [],
                        "adapt_ms": round(s.adaptation.ms, 2) if s.adaptation else None}

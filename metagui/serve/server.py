@@ -74,11 +74,10 @@ def serve(deployment, host: str, port: int, token: str, max_body: int | None = N
 def deployment_for(target: str, db: str | Path | None, start: str, threshold: float | None,
                    encoder: str | None = None):
     """A run id or a ``.metagui`` bundle -> a Deployment (and the card it shows)."""
-    from metagui.serve.deployment import Deployment, bundle_run, run_card
+    from metagui.serve.deployment import Deployment, bundle_run
 
     if target.isdigit():
-        run_id, card = int(target), ""
-        card = run_card(db, run_id)
+        run_id, card = int(target), None
     else:
         from metagui.core.export import open_bundle
 
@@ -91,3 +90,42 @@ def deployment_for(target: str, db: str | Path | None, start: str, threshold: fl
             print(f"metagui: {p.name} is run {run_id} in the store now (its feedback and support set are kept there)",
                   file=sys.stderr, flush=True)
     return Deployment(db, run_id, start=start, threshold=threshold, card=card)
+
+
+class ThreadedServer:
+    """``serve`` in a thread of this process (tests, embedding): ``start()`` returns once it
+    listens; ``url``; ``stop()``."""
+
+    def __init__(self, deployment, host: str = DEFAULT_HOST, port: int = 0, token: str = "",
+                 max_body: int | None = None) -> None:
+        import threading
+
+        import uvicorn
+
+        from metagui.serve.app import MAX_BODY_BYTES, create_app
+
+        check_host(host, token)
+        self.deployment = deployment
+        self.app = create_app(deployment, token, max_body or MAX_BODY_BYTES)
+        self.sock = bind(host, port)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="metagui-serve")
+
+    def start(self, timeout: float = 30.0) -> ThreadedServer:
+        import time
+
+        self.thread.start()
+        end = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > end:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+        self.deployment.close()
