@@ -404,3 +404,23 @@ def test_feedback_export_and_train_from_a_run_start_from_its_weights(trained, tm
     cfg.save(toml)
     assert main(["--db", str(db), "train", str(toml), "--from", str(parent), "--quiet"]) == 2
     assert "keeps the algorithm" in capsys.readouterr().err
+
+
+def test_bench_load_test_counts_every_request(trained, tmp_path):
+    from metagui.bench.serve import load_test
+
+    _, run_id, _ = trained
+    db = own_store(trained, tmp_path)
+    server = threaded(db, run_id, start="held_out")
+    try:
+        out = load_test(server.url, ["turn on the lights", "is it sunny"], clients=3, requests=5)
+    finally:
+        server.stop()
+    assert out["requests"] == out["answered"] == 15 and out["errors"] == 0
+    assert 0 < out["p50_ms"] <= out["p95_ms"] <= out["p99_ms"] <= out["max_ms"] and out["requests_per_s"] > 0
+    server = threaded(db, run_id, token="t")  # every request refused: counted as errors, never hangs
+    try:
+        out = load_test(server.url, ["hi"], clients=2, requests=3)
+    finally:
+        server.stop()
+    assert out["errors"] == 6 and out["error_kinds"] == ["HTTP 401"]
