@@ -24,7 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from metagui.core.chat import Adaptation, ChatEngine, ChatSession, RegressionEngine, journal_to_store, open_run
+from metagui.core.chat import (
+    Adaptation,
+    ChatEngine,
+    ChatSession,
+    RegressionEngine,
+    journal_to_store,
+    open_run,
+)
 from metagui.core.errors import MetaGUIError
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState, dataset_key
