@@ -398,30 +398,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    import csv
-
-    from metagui.core.errors import DataError
+    from metagui.core.feedback import write_feedback_csv
     from metagui.core.store import RunStore
 
     store = RunStore.for_reading(args.db)
     try:
         run = store.run(args.run)
         rows = store.feedback(args.run)
+        if args.export:
+            out, n, k = write_feedback_csv(store, args.run, args.export)
+            print(f"wrote {n} feedback messages of run {args.run} ({k} intents) to {out}")
+            return 0
     finally:
         store.close()
-    if args.export:
-        out = Path(args.export)
-        try:
-            with open(out, "w", encoding="utf-8", newline="") as f:
-                w = csv.writer(f, lineterminator="\n")
-                w.writerow(["text", "label"])
-                for r in rows:
-                    w.writerow([r["message"], r["intent"]])
-        except OSError as exc:
-            raise DataError(f"cannot write {out}: {exc.strerror or exc}") from None
-        print(f"wrote {len(rows)} feedback messages of run {args.run} ({len({r['intent'] for r in rows})} intents) "
-              f"to {out}")
-        return 0
     if not rows:
         print(f"run {args.run} ({run['name']}) has no feedback yet: `metagui serve {args.run}` and POST /feedback, "
               "or correct answers in Try it")

@@ -207,3 +207,36 @@ def test_a_run_written_by_another_process_is_watched_live(runs_window, wait_unti
         assert other.poll() is None
     finally:
         stop_store_writer(other)
+
+
+def test_fine_tune_from_a_run_and_its_feedback_on_the_data_page(runs_window, qtbot, wait_until):
+    w, ids = runs_window
+    parent = ids["proto"]
+    store = w.state.store
+    for text, intent in (("lights in the attic on", "HassTurnOn"), ("attic lights off", "HassTurnOff")):
+        store.record_support(parent, {"intents": []}, "serve", {"message": text, "intent": intent})
+
+    # Data page: "Feedback of run N" writes the table beside the store and opens it as a text table
+    w.go("data")
+    dp = w.data_page
+    assert dp.feedback_runs.currentData() == parent and "2 messages" in dp.feedback_runs.currentText()
+    path = dp.use_feedback(parent, load=False)
+    assert path.read_text(encoding="utf-8").splitlines() == ["text,label", "lights in the attic on,HassTurnOn",
+                                                             "attic lights off,HassTurnOff"]
+    assert dp.current_source() == "text_table" and dp.table_path.text() == str(path)
+
+    # Runs page: Fine-tune loads the run's settings; the next Train starts from its weights
+    w.go("runs")
+    page = w.runs_page
+    page.select_runs([parent])
+    qtbot.mouseClick(page.buttons["finetune"], Qt.MouseButton.LeftButton)
+    tp = w.train_page
+    assert w.current_step() == "train" and tp.fine_tune_from == parent
+    assert f"Fine-tuning from run {parent}" in tp.banner.message()
+    wait_until(lambda: w.state.dataset_ready, 30)
+    assert tp.start()
+    wait_until(lambda: not tp.running, 60, "the fine-tuning run")
+    assert tp.last_result["status"] == "completed", tp.last_result
+    child = tp.last_result["run_id"]
+    assert w.state.store.run(child)["parent_id"] == parent and tp.fine_tune_from is None
+    assert f"Fine-tuning from run {parent}" in tp.log.toPlainText()  # the log says so

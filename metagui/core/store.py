@@ -609,6 +609,14 @@ class RunStore:
         return list(self.db["feedback"].rows_where("run_id = ?", [run_id], order_by="id"))
 
     @_guarded
+    def feedback_counts(self) -> dict[int, int]:
+        """Feedback items per run, for runs that have any."""
+        if "feedback" not in self.db.table_names():
+            return {}
+        return {int(r[0]): int(r[1]) for r in
+                self.db.execute("SELECT run_id, COUNT(*) FROM feedback GROUP BY run_id ORDER BY run_id")}
+
+    @_guarded
     def children(self, run_id: int) -> list[dict]:
         """Runs fine-tuned from run ``run_id``."""
         if "parent_id" not in self.db["runs"].columns_dict:

@@ -182,6 +182,8 @@ class Trainer:
         self.emit("started", device=str(device), steps=cfg.training.steps, start_step=start_step,
                   metric=learner.metric_name, algorithm=cfg.algorithm.name)
         self.log(f"Run {self.run_id}: {cfg.algorithm.name}, {task}, on {device}")
+        if self.init_from is not None:
+            self.log(self._warm_note)
         return start_step
 
     def _warm_start(self, learner) -> None:
@@ -205,7 +207,7 @@ class Trainer:
         except DataError as exc:
             raise ConfigError(f"run {parent}'s model does not fit this config (another backbone, encoder or "
                               f"number of classes?): {exc}") from None
-        self.log(f"Fine-tuning from run {parent} ({kind} checkpoint, step {meta.get('step')})")
+        self._warm_note = f"Fine-tuning from run {parent} ({kind} checkpoint, step {meta.get('step')})"
 
     def _resume(self, learner) -> int:
         """Load the run's last checkpoint (weights and optimiser state) into ``learner``;

@@ -240,6 +240,7 @@ class RunsPage(QWidget):
     reopen_requested = Signal(object)  # RunConfig
     resume_requested = Signal(int)
     export_requested = Signal(int)
+    fine_tune_requested = Signal(int)
 
     POLL_MS = 1000
 
@@ -302,6 +303,9 @@ class RunsPage(QWidget):
             ("reopen", "Reopen", "reopen", "Load the run's settings into the Data, Tasks, Algorithm and Train pages",
              self.reopen),
             ("resume", "Resume", "resume", "Continue a stopped run from its last checkpoint", self.resume),
+            ("finetune", "Fine-tune", "reopen", "Fine-tune from this run: load its settings, and the next Train starts "
+             "from its best checkpoint (on the data you choose, e.g. its feedback); the new run records it as parent",
+             self.fine_tune),
             ("export", "Export…", "export", "Export the run: MetaGUI bundle, TorchScript or ONNX, checked against the "
              "live model", self.export),
             ("rename", "Rename", "rename", "Rename the run (F2)", lambda: self._edit_column("name")),
@@ -473,7 +477,7 @@ class RunsPage(QWidget):
 
     def _update_buttons(self) -> None:
         n = len(self.selected_ids())
-        for key in ("reopen", "resume", "export", "rename", "tag"):
+        for key in ("reopen", "resume", "finetune", "export", "rename", "tag"):
             self.buttons[key].setEnabled(n == 1)
         for key in ("csv", "delete"):
             self.buttons[key].setEnabled(n >= 1)
@@ -585,6 +589,15 @@ class RunsPage(QWidget):
                                              "steps on the Train page and train again to go further.")
             return
         self.resume_requested.emit(rid)
+
+    def fine_tune(self) -> None:
+        row = self._one()
+        if row is None:
+            return
+        if not self.state.store.checkpoints(row["id"]):
+            self.banner.show_message("error", f"Run {row['id']} has no checkpoint to fine-tune from.")
+            return
+        self.fine_tune_requested.emit(row["id"])
 
     def export(self) -> None:
         row = self._one()
