@@ -9,6 +9,7 @@
     metagui serve BUNDLE|RUN [--host 127.0.0.1] [--port 8765] [--token TOKEN]
     metagui feedback RUN [--export FILE.csv]
     metagui train CONFIG --from RUN   (warm start from RUN's best checkpoint)
+    metagui compare CHILD [--parent RUN] [--episodes N]
     metagui runs | config | bench ...
 
 Commands that read a dataset print its problems (skipped files and rows, an encoding
@@ -166,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--export", metavar="FILE.csv", help="write the messages and their intents as a text table "
                     "(text,label; a dataset the Data page and `metagui train` read)")
     fb.set_defaults(func=cmd_feedback)
+
+    cp = sub.add_parser("compare", help="a fine-tuned run beside its parent: the same held-out episodes, and the "
+                        "parent's feedback (cross-validated); prints JSON")
+    cp.add_argument("child", type=int, help="the fine-tuned run (see `metagui runs`)")
+    cp.add_argument("--parent", type=int, default=None, help="compare with this run instead of the recorded parent")
+    cp.add_argument("--episodes", type=int, default=200, help="held-out episodes of the parent's data (default 200)")
+    cp.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    cp.set_defaults(func=cmd_compare)
 
     tr = sub.add_parser("tour", help="scripted walk through the real window: screenshots + summary.json")
     tr.add_argument("--out", required=True, help="folder for the PNG screenshots and summary.json")
@@ -419,6 +428,15 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     for r in rows:
         pred = r["predicted"] or ""
         print(f"{r['id']:>5}  {r['source'] or '':<7} {r['intent'][:24]:<24} {pred[:24]:<24} {r['message'][:60]}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from metagui.core.evaluation import check_episode_counts
+    from metagui.core.lineage import compare_with_parent
+
+    check_episode_counts(episodes=args.episodes, names={"episodes": "--episodes"})
+    print(json.dumps(compare_with_parent(args.db, args.child, args.parent, args.episodes), indent=1))
     return 0
 
 

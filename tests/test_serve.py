@@ -25,7 +25,8 @@ httpx = pytest.importorskip("httpx")
 
 from metagui.cli import main  # noqa: E402
 from metagui.core.chat import ChatEngine, ChatSession, SupportSet, journal_to_store  # noqa: E402
-from metagui.core.errors import StoreError  # noqa: E402
+from metagui.core.errors import MetaGUIError, StoreError  # noqa: E402
+from metagui.core.lineage import compare_with_parent  # noqa: E402
 from metagui.core.store import MIGRATIONS, SCHEMA_VERSION, RunStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -399,6 +400,20 @@ def test_feedback_export_and_train_from_a_run_start_from_its_weights(trained, tm
     assert store.run(child)["parent_id"] == parent and store.run(scratch)["parent_id"] is None
     assert [r["id"] for r in store.children(parent)] == [child]
     store.close()
+
+    # parent beside child: the same held-out episodes (the child holds the parent's weights: the same answers)
+    # and the parent's 20 feedback messages, cross-validated
+    capsys.readouterr()
+    assert main(["--db", str(db), "compare", str(child), "--episodes", "16"]) == 0
+    cmp = json.loads(capsys.readouterr().out)
+    held, fb = cmp["held_out"], cmp["feedback"]
+    assert (cmp["parent"], cmp["child"], held["episodes"], held["metric"]) == (parent, child, 16, "accuracy")
+    assert 0 <= held["parent"] <= 1 and abs(held["parent"] - held["child"]) < 0.02
+    assert (fb["messages"], fb["intents"], fb["answered"]) == (20, 4, 20) and 0 <= fb["child"] <= 1
+    vs_scratch = compare_with_parent(db, scratch, parent, episodes=16)
+    assert vs_scratch["held_out"]["parent"] == held["parent"]  # the very same episodes
+    with pytest.raises(MetaGUIError, match="no parent"):
+        compare_with_parent(db, scratch)
 
     cfg.algorithm.name = "matching"
     cfg.save(toml)
