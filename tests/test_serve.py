@@ -410,6 +410,7 @@ def test_feedback_export_and_train_from_a_run_start_from_its_weights(trained, tm
     assert (cmp["parent"], cmp["child"], held["episodes"], held["metric"]) == (parent, child, 16, "accuracy")
     assert 0 <= held["parent"] <= 1 and abs(held["parent"] - held["child"]) < 0.02
     assert (fb["messages"], fb["intents"], fb["answered"]) == (20, 4, 20) and 0 <= fb["child"] <= 1
+    assert fb["child_trained_on"] == 20  # said plainly: the child was fine-tuned on these very messages
     vs_scratch = compare_with_parent(db, scratch, parent, episodes=16)
     assert vs_scratch["held_out"]["parent"] == held["parent"]  # the very same episodes
     with pytest.raises(MetaGUIError, match="no parent"):

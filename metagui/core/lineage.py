@@ -67,7 +67,31 @@ def compare_with_parent(db, child_id: int, parent_id: int | None = None, episode
     held["metric"] = engines["parent"].learner.metric_name
     out["held_out"] = held
     out["feedback"] = feedback_accuracy(engines, feedback, folds)
+    _what_the_child_saw(out, RunConfig.from_toml(child["config"]), exp, feedback)
     return out
+
+
+def _what_the_child_saw(out: dict[str, Any], child_cfg, parent_exp, feedback: list[dict]) -> None:
+    """Say how far the figures are held out for the child: how many of the parent's test
+    classes the child meta-trained on, and how many feedback messages are in its data (a child
+    fine-tuned on the feedback has seen them: its feedback figure then is not held out)."""
+    from metagui.core.data import TASK_FAMILIES, load_dataset
+    from metagui.core.tasks import split_classes
+
+    if child_cfg.dataset.source in TASK_FAMILIES or parent_exp.dataset is None:
+        return
+    try:
+        ds = load_dataset(child_cfg.dataset)
+        trained = {ds.classes[i] for i in split_classes(ds, child_cfg.task).get("train", [])}
+    except MetaGUIError:
+        return
+    pds = parent_exp.dataset
+    test = {pds.classes[i] for i in split_classes(pds, parent_exp.config.task).get("test", [])}
+    out["held_out"]["child_trained_on_classes"] = len(test & trained)
+    out["held_out"]["test_classes"] = len(test)
+    texts = {" ".join(str(t).split()) for t in getattr(ds, "texts", []) or []}
+    messages = {" ".join(r["message"].split()) for r in feedback}
+    out["feedback"]["child_trained_on"] = len(messages & texts)
 
 
 def feedback_accuracy(engines: dict[str, Any], feedback: list[dict], folds: int = FOLDS) -> dict[str, Any]:

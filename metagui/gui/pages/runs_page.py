@@ -416,6 +416,9 @@ class RunsPage(QWidget):
         self.lineage.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.lineage.verticalHeader().hide()
         self.lineage.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in (1, 2, 3):
+            self.lineage.horizontalHeader().setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.lineage.setWordWrap(True)
         lay.addWidget(self.lineage, 1)
         self.lineage_task = None
         self.lineage_result: dict | None = None
@@ -476,14 +479,19 @@ class RunsPage(QWidget):
         def pct(v):
             return "—" if v is None else f"{100 * v:.1f}%"
 
+        seen_classes = held.get("child_trained_on_classes")
+        seen_msgs = fb.get("child_trained_on")
+        held_note = (f"; the child meta-trained on {seen_classes} of these {held['test_classes']} classes"
+                     if seen_classes else "")
+        fb_note = (f"; the child trained on {seen_msgs} of them: not held out for it" if seen_msgs else "")
         rows = [(f"Held-out {held['metric']}: {held['episodes']} episodes of {held['dataset']}, {held['way']}-way "
-                 f"{held['shot']}-shot (the parent's test classes)",
+                 f"{held['shot']}-shot (the parent's test classes{held_note})",
                  f"{pct(held['parent'])} ± {100 * held['parent_ci95']:.1f}",
                  f"{pct(held['child'])} ± {100 * held['child_ci95']:.1f}",
                  f"{100 * (held['child'] - held['parent']):+.1f} points")]
         if fb.get("answered"):
             rows.append((f"Feedback accuracy: {fb['messages']} messages of {fb['intents']} intents the parent was "
-                         f"corrected on ({fb['folds']}-fold)", pct(fb["parent"]), pct(fb["child"]),
+                         f"corrected on ({fb['folds']}-fold{fb_note})", pct(fb["parent"]), pct(fb["child"]),
                          f"{100 * (fb['child'] - fb['parent']):+.1f} points"))
         else:
             rows.append((f"Feedback: {fb.get('note', 'none')}", "—", "—", "—"))
