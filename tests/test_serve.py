@@ -440,3 +440,35 @@ def test_bench_load_test_counts_every_request(trained, tmp_path):
     finally:
         server.stop()
     assert out["errors"] == 6 and out["error_kinds"] == ["HTTP 401"]
+
+
+def test_a_bundle_is_served_as_the_run_it_becomes_in_the_store(trained, tmp_path, monkeypatch, capsys):
+    from metagui.core.export import export_run
+    from metagui.serve.server import deployment_for
+
+    src_db, run_id, _ = trained
+    bundle = tmp_path / "model.metagui"
+    export_run(src_db, run_id, "bundle", bundle, load_data=False, episodes=0)
+    db = tmp_path / "deploy.db"  # another machine's store: the bundle is all it has
+    d = deployment_for(str(bundle), db, "empty", None)
+    try:
+        first = d.run_id
+        assert "Model card" in d.model()["card"] and d.model()["run"]["tags"][0] == "imported"
+        d.set_support(SUPPORT)
+        d.feedback("buy oat milk", "shopping")
+    finally:
+        d.close()
+    assert "is run" in capsys.readouterr().err
+    d = deployment_for(str(bundle), db, "empty", None)  # found again by its sha256: the same run, restored
+    try:
+        assert d.run_id == first and d.restored and "buy oat milk" in d.session.support["shopping"].examples
+        store = RunStore.for_reading(db)
+        assert len(store.runs()) == 1 and store.feedback(first)[0]["message"] == "buy oat milk"
+        store.close()
+    finally:
+        d.close()
+    monkeypatch.delenv("METAGUI_SERVE_TOKEN", raising=False)
+    assert main(["--db", str(tmp_path / "none.db"), "serve", "3"]) == 2
+    assert "no run store" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+    assert main(["--db", str(db), "serve", str(tmp_path / "missing.metagui")]) == 2
+    assert "neither a run id" in capsys.readouterr().err

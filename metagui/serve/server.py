@@ -77,6 +77,11 @@ def deployment_for(target: str, db: str | Path | None, start: str, threshold: fl
     from metagui.serve.deployment import Deployment, bundle_run
 
     if target.isdigit():
+        from metagui.core.store import default_db_path
+
+        path = Path(db) if db else default_db_path()
+        if not path.is_file():
+            raise ConfigError(f"there is no run store at {path}: give --db, or serve a .metagui bundle")
         run_id, card = int(target), None
     else:
         from metagui.core.export import open_bundle
