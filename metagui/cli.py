@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     fb.add_argument("--export", metavar="FILE.csv", help="write the messages and their intents as a text table "
                     "(text,label; a dataset the Data page and `metagui train` read)")
+    fb.add_argument("--with", dest="combine", nargs="+", default=[], metavar="TABLE",
+                    help="with --export: append these tables of intents (e.g. the training data) for "
+                    "fine-tuning on combined data")
     fb.set_defaults(func=cmd_feedback)
 
     cp = sub.add_parser("compare", help="a fine-tuned run beside its parent: the same held-out episodes, and the "
@@ -415,8 +418,10 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         run = store.run(args.run)
         rows = store.feedback(args.run)
         if args.export:
-            out, n, k = write_feedback_csv(store, args.run, args.export)
-            print(f"wrote {n} feedback messages of run {args.run} ({k} intents) to {out}")
+            out, n, k = write_feedback_csv(store, args.run, args.export, args.combine)
+            what = "rows (feedback, then " + ", ".join(Path(t).name for t in args.combine) + ")" if args.combine \
+                else "feedback messages"
+            print(f"wrote {n} {what} of run {args.run} ({k} intents) to {out}")
             return 0
     finally:
         store.close()

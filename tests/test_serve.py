@@ -362,7 +362,7 @@ def _weights(db: Path, run_id: int) -> dict[str, torch.Tensor]:
 
 
 def test_feedback_export_and_train_from_a_run_start_from_its_weights(trained, tmp_path, capsys):
-    _, parent, _ = trained
+    _, parent, data = trained
     db = own_store(trained, tmp_path)
     store = RunStore(db)
     for name in ("music", "shopping", "card_lost", "timer"):  # what the deployed model was taught
@@ -375,6 +375,11 @@ def test_feedback_export_and_train_from_a_run_start_from_its_weights(trained, tm
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert rows[0] == ["text", "label"] and len(rows) == 21 and rows[1] == [INTENTS["music"][0], "music"]
     assert main(["--db", str(db), "feedback", str(parent)]) == 0 and "card_lost" in capsys.readouterr().out
+    combined = tmp_path / "combined.csv"  # feedback and the original data, for fine-tuning on both
+    assert main(["--db", str(db), "feedback", str(parent), "--export", str(combined), "--with", str(data)]) == 0
+    both = list(csv.reader(combined.open(encoding="utf-8")))
+    assert both[1:21] == rows[1:] and len(both) == 1 + 48  # the 20 feedback messages are among the 48, once
+    assert {r[1] for r in both[1:]} == set(INTENTS)
 
     # fine-tune on the feedback table with the smallest learning rate: the child's weights stay the parent's
     cfg = small_run_config(out, meta_lr=1e-6)

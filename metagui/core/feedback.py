@@ -10,25 +10,27 @@ from pathlib import Path
 from metagui.core.errors import DataError
 
 
-def write_feedback_csv(store, run_id: int, path: str | Path) -> tuple[Path, int, int]:
-    """Write run ``run_id``'s feedback to ``path``: (path, messages, intents). The same message
-    given twice with the same intent is written once."""
-    rows = store.feedback(run_id)
-    seen: set[tuple[str, str]] = set()
+def write_feedback_csv(store, run_id: int, path: str | Path, combine: list[str | Path] = ()) -> tuple[Path, int, int]:
+    """Write run ``run_id``'s feedback to ``path``, then the rows of the ``combine`` tables
+    (any table of intents: a text / example column and an intent / label column), for
+    fine-tuning on combined data: (path, rows, intents). A message given twice with the same
+    intent is written once."""
+    from metagui.core.chat import read_intent_table
+
+    rows = [(r["message"], r["intent"]) for r in store.feedback(run_id)]
+    for table in combine:
+        rows += [(text, name) for name, text, _ in read_intent_table(table) if text]
+    unique = list(dict.fromkeys(rows))
     out = Path(path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["text", "label"])
-            for r in rows:
-                key = (r["message"], r["intent"])
-                if key not in seen:
-                    seen.add(key)
-                    w.writerow(key)
+            w.writerows(unique)
     except OSError as exc:
         raise DataError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return out, len(seen), len({label for _, label in seen})
+    return out, len(unique), len({label for _, label in unique})
 
 
 def feedback_file(store, run_id: int) -> Path:
