@@ -154,6 +154,7 @@ def test_every_endpoint_over_http(trained, tmp_path):
             assert m["run"]["id"] == run_id and m["algorithm"]["name"] == "protonet"
             assert m["encoder"]["modality"] == "text" and m["encoder"]["text_encoder"] == "built-in"
             assert m["support"]["intents"]["shopping"] == 1 and "Model card" in m["card"]
+            assert "Served by `metagui serve`" in m["card"] and "Exported by" not in m["card"]
             assert {"/adapt", "/predict", "/feedback", "/health", "/model"} <= set(c.get("/openapi.json").json()["paths"])
     finally:
         server.stop()

@@ -257,6 +257,12 @@ def run_card(db: str | Path | None, run_id: int) -> str:
             src = load_source(store, run_id)
         finally:
             store.close()
-        return model_card(src, "bundle", {}, {}, {}, [])
+        card = model_card(src, "bundle", {}, {}, {}, [])
     except Exception:  # noqa: BLE001  the card is a courtesy; serving does not depend on it
         return ""
+    lines = card.splitlines()  # served from the store, not exported: say so where the card says how it was made
+    for i, line in enumerate(lines):
+        if line.startswith("Exported by MetaGUI"):
+            lines[i] = f"Served by `metagui serve` from run {run_id} of the run store (not an exported file)."
+            break
+    return "\n".join(lines)
