@@ -6,6 +6,10 @@
     metagui predict BUNDLE --support FILE --query FILE [--header | --no-header]
     metagui datasets [--download NAME ... | --check D [--verbose]]
     metagui encoders [--download ID]
+    metagui serve BUNDLE|RUN [--host 127.0.0.1] [--port 8765] [--token TOKEN]
+    metagui feedback RUN [--export FILE.csv]
+    metagui train CONFIG --from RUN   (warm start from RUN's best checkpoint)
+    metagui compare CHILD [--parent RUN] [--episodes N]
     metagui runs | config | bench ...
 
 Commands that read a dataset print its problems (skipped files and rows, an encoding
@@ -57,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", help="run config (TOML), e.g. saved from the app")
     t.add_argument("--resume", type=int, metavar="RUN",
                    help="continue run RUN (see `metagui runs`) from its last checkpoint to its configured steps")
+    t.add_argument("--from", dest="parent", type=int, metavar="RUN",
+                   help="fine-tune: start from run RUN's best checkpoint (same algorithm and model), on CONFIG's data; "
+                   "the new run records RUN as its parent")
     t.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     t.add_argument("--steps", type=int, help="override training.steps (with --resume: train the run this far)")
     t.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
@@ -137,6 +144,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "category, ... in any case)")
     pr.set_defaults(func=cmd_predict)
 
+    sv = sub.add_parser("serve", help="serve a run or a bundle as an HTTP JSON API: adapt, predict, feedback")
+    sv.add_argument("target", metavar="BUNDLE|RUN", help="a run id (see `metagui runs`) or a .metagui bundle")
+    sv.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only; "
+                    "any other needs --token)")
+    sv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: the "
+                    "METAGUI_SERVE_TOKEN environment variable, which keeps it out of the process list)")
+    sv.add_argument("--start", default="held_out", choices=("held_out", "all", "empty"),
+                    help="the support set of a model served for the first time: the run's held-out intents "
+                    "(default), the dataset's, or none (POST /adapt sets it); later starts restore the last one")
+    sv.add_argument("--threshold", type=float, default=None, help="confidence under which the reply is a fallback question")
+    sv.add_argument("--max-body", type=int, default=None, metavar="BYTES", help="largest request (default 2 MiB)")
+    sv.add_argument("--encoder", metavar="FOLDER", default=None,
+                    help="the pretrained text encoder's folder, for a bundle that pins a private one")
+    sv.set_defaults(func=cmd_serve)
+
+    fb = sub.add_parser("feedback", help="the feedback a served or tried model was given: list it, or export it")
+    fb.add_argument("run", type=int, help="run id (see `metagui runs`)")
+    fb.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    fb.add_argument("--export", metavar="FILE.csv", help="write the messages and their intents as a text table "
+                    "(text,label; a dataset the Data page and `metagui train` read)")
+    fb.add_argument("--with", dest="combine", nargs="+", default=[], metavar="TABLE",
+                    help="with --export: append these tables of intents (e.g. the training data) for "
+                    "fine-tuning on combined data")
+    fb.set_defaults(func=cmd_feedback)
+
+    cp = sub.add_parser("compare", help="a fine-tuned run beside its parent: the same held-out episodes, and the "
+                        "parent's feedback (cross-validated); prints JSON")
+    cp.add_argument("child", type=int, help="the fine-tuned run (see `metagui runs`)")
+    cp.add_argument("--parent", type=int, default=None, help="compare with this run instead of the recorded parent")
+    cp.add_argument("--episodes", type=int, default=200, help="held-out episodes of the parent's data (default 200)")
+    cp.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    cp.set_defaults(func=cmd_compare)
+
     tr = sub.add_parser("tour", help="scripted walk through the real window: screenshots + summary.json")
     tr.add_argument("--out", required=True, help="folder for the PNG screenshots and summary.json")
     tr.add_argument("--steps", type=int, default=60, help="meta-steps to train during the tour")
@@ -206,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--samples", type=int, default=20, help="functions drawn per ambiguous support set")
     ba.add_argument("--out", default="", help="write a PNG of the drawn functions here")
     ba.set_defaults(func=cmd_bench_ambiguous)
+    bs = bsub.add_parser("serve", help="load test of `metagui serve` on loopback: concurrent clients x /predict "
+                         "requests against a ProtoNet intent model; p50/p95/p99 latency, errors, requests/s")
+    bs.add_argument("--clients", type=int, default=20)
+    bs.add_argument("--requests", type=int, default=200, help="requests per client")
+    bs.add_argument("--steps", type=int, default=100, help="meta-steps of the ProtoNet run on the built-in intents")
+    bs.add_argument("--run", type=int, default=None, help="serve this run of --db instead of training one")
+    bs.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    bs.set_defaults(func=cmd_bench_serve)
     return p
 
 
@@ -219,6 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if (args.config is None) == (args.resume is None):
         raise ConfigError("give a run config (TOML) to start a run, or --resume RUN to continue one")
+    if args.parent is not None and args.resume is not None:
+        raise ConfigError("--from starts a new run from another's weights; --resume continues a run: give one")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     if args.resume is not None:
@@ -254,7 +306,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_event(ev: dict) -> None:
         kind = ev["kind"]
         if kind == "started":
-            verb = "resumed at step " + str(ev["start_step"]) if args.resume is not None else "started"
+            verb = ("resumed at step " + str(ev["start_step"]) if args.resume is not None
+                    else f"started from run {args.parent}'s weights" if args.parent is not None else "started")
             print(f"run {ev['run_id']} {verb} on {ev['device']} ({cfg.algorithm.name}, {ev['steps']} steps)", flush=True)
             ds = trainer.experiment.dataset if trainer.experiment is not None else None
             if ds is not None:
@@ -289,7 +342,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {sig: signal.signal(sig, on_signal) for sig in stops}
     try:
-        trainer = Trainer(cfg, store, on_event, control, resume_run=args.resume)
+        trainer = Trainer(cfg, store, on_event, control, resume_run=args.resume, init_from=args.parent)
         result = trainer.run()
     finally:
         for sig, handler in previous.items():
@@ -335,6 +388,61 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     report_problems(problems, args.verbose)
     print(json.dumps(out, indent=1))
+    return 0
+
+
+# --- serve and its feedback ------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from metagui.core.errors import ConfigError
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ConfigError('serve needs FastAPI and uvicorn: pip install "metagui[serve]"') from None
+    from metagui.serve.server import check_host, deployment_for, resolve_token, serve
+
+    token = resolve_token(args.token)
+    check_host(args.host, token)  # refused before anything is loaded
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0 to 65535, got {args.port}")
+    deployment = deployment_for(args.target, args.db, args.start, args.threshold, args.encoder)
+    return serve(deployment, args.host, args.port, token, args.max_body)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from metagui.core.feedback import write_feedback_csv
+    from metagui.core.store import RunStore
+
+    store = RunStore.for_reading(args.db)
+    try:
+        run = store.run(args.run)
+        rows = store.feedback(args.run)
+        if args.export:
+            out, n, k = write_feedback_csv(store, args.run, args.export, args.combine)
+            what = "rows (feedback, then " + ", ".join(Path(t).name for t in args.combine) + ")" if args.combine \
+                else "feedback messages"
+            print(f"wrote {n} {what} of run {args.run} ({k} intents) to {out}")
+            return 0
+    finally:
+        store.close()
+    if not rows:
+        print(f"run {args.run} ({run['name']}) has no feedback yet: `metagui serve {args.run}` and POST /feedback, "
+              "or correct answers in Try it")
+        return 0
+    print(f"{'id':>5}  {'source':<7} {'right intent':<24} {'predicted':<24} message")
+    for r in rows:
+        pred = r["predicted"] or ""
+        print(f"{r['id']:>5}  {r['source'] or '':<7} {r['intent'][:24]:<24} {pred[:24]:<24} {r['message'][:60]}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from metagui.core.evaluation import check_episode_counts
+    from metagui.core.lineage import compare_with_parent
+
+    check_episode_counts(episodes=args.episodes, names={"episodes": "--episodes"})
+    print(json.dumps(compare_with_parent(args.db, args.child, args.parent, args.episodes), indent=1))
     return 0
 
 
@@ -619,6 +727,13 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
                             episodes=args.episodes, languages=split(args.languages) or None, encoder=args.encoder)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return 0
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from metagui.bench.serve import bench_serve
+
+    bench_serve(clients=args.clients, requests=args.requests, steps=args.steps, db=args.db, run_id=args.run)
     return 0
 
 

@@ -99,6 +99,11 @@ def test_adapts_answers_and_learns_from_feedback(chat, qtbot, wait_until):
     assert f"Corrected to “{target}”" in chat_panel.view.toPlainText()
     p_after = float(eng.probabilities([e["message"]])[0, eng.adaptation.names.index(target)])
     assert p_after > p_before  # the model moved towards the correction at once
+    store = RunStore.for_reading(w.state.db_path)  # recorded in the run store, as `metagui serve` records it
+    rows, live = store.feedback(page.run_id), store.live_support(page.run_id)
+    store.close()
+    assert [(r["message"], r["intent"], r["source"]) for r in rows] == [(e["message"], target, "app")]
+    assert live == eng.support.to_dict()
 
     # right: the message is kept as an example of the predicted intent
     e = ask(qtbot, page, "start the vacuum cleaner")

@@ -207,3 +207,54 @@ def test_a_run_written_by_another_process_is_watched_live(runs_window, wait_unti
         assert other.poll() is None
     finally:
         stop_store_writer(other)
+
+
+def test_fine_tune_from_a_run_and_its_feedback_on_the_data_page(runs_window, qtbot, wait_until):
+    w, ids = runs_window
+    parent = ids["proto"]
+    store = w.state.store
+    feedback = [("lights in the attic on", "HassTurnOn"), ("attic lights off", "HassTurnOff"),
+                ("switch on the porch lamp", "HassTurnOn"), ("porch lamp off please", "HassTurnOff"),
+                ("open the garage door", "HassTurnOn"), ("close the garage", "HassTurnOff")]
+    for text, intent in feedback:
+        store.record_support(parent, {"intents": []}, "serve", {"message": text, "intent": intent})
+
+    # Data page: "Feedback of run N" writes the table beside the store and opens it as a text table
+    w.go("data")
+    dp = w.data_page
+    assert dp.feedback_runs.currentData() == parent and "6 messages" in dp.feedback_runs.currentText()
+    path = dp.use_feedback(parent, load=False)
+    assert path.read_text(encoding="utf-8").splitlines() == ["text,label"] + [f"{t},{i}" for t, i in feedback]
+    assert dp.current_source() == "text_table" and dp.table_path.text() == str(path)
+
+    # Runs page: Fine-tune loads the run's settings; the next Train starts from its weights
+    w.go("runs")
+    page = w.runs_page
+    page.select_runs([parent])
+    qtbot.mouseClick(page.buttons["finetune"], Qt.MouseButton.LeftButton)
+    tp = w.train_page
+    assert w.current_step() == "train" and tp.fine_tune_from == parent
+    assert f"Fine-tuning from run {parent}" in tp.banner.message()
+    wait_until(lambda: w.state.dataset_ready, 30)
+    assert tp.start()
+    wait_until(lambda: not tp.running, 60, "the fine-tuning run")
+    assert tp.last_result["status"] == "completed", tp.last_result
+    child = tp.last_result["run_id"]
+    assert w.state.store.run(child)["parent_id"] == parent and tp.fine_tune_from is None
+    assert f"Fine-tuning from run {parent}" in tp.log.toPlainText()  # the log says so
+
+    # Parent vs child: the same held-out episodes and the parent's feedback, side by side
+    w.go("runs")
+    page.refresh()
+    page.select_runs([child])
+    page.tabs.setCurrentIndex(2)
+    assert page.lineage_button.isEnabled() and f"fine-tuned from run {parent}" in page.lineage_label.text()
+    qtbot.mouseClick(page.lineage_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: page.lineage_result is not None and not page.lineage_task.running, 60, "the comparison")
+    res = page.lineage_result
+    assert (res["parent"], res["child"]) == (parent, child) and res["held_out"]["episodes"] == 200
+    assert page.lineage.rowCount() == 2 and page.lineage.item(0, 0).text().startswith("Held-out accuracy")
+    assert page.lineage.item(0, 1).text().startswith(f"{100 * res['held_out']['parent']:.1f}%")
+    assert res["feedback"]["messages"] == 6 and page.lineage.item(1, 0).text().startswith("Feedback")
+    page.select_runs([ids["matching"]])
+    assert not page.lineage_button.isEnabled()  # no parent

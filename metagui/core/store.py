@@ -79,8 +79,21 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute('ALTER TABLE "runs" ADD COLUMN "pid_start" TEXT')
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """A deployed model keeps learning: the feedback it is given (a message and its right
+    intent) and its live support set are kept per run, and a run fine-tuned from another
+    records its parent."""
+    conn.execute('ALTER TABLE "runs" ADD COLUMN "parent_id" INTEGER')
+    conn.execute('CREATE TABLE "feedback" (\n   "id" INTEGER PRIMARY KEY,\n   "run_id" INTEGER,\n   "time" REAL,\n'
+                 '   "message" TEXT,\n   "intent" TEXT,\n   "predicted" TEXT,\n   "confidence" REAL,\n'
+                 '   "source" TEXT\n)')
+    conn.execute('CREATE INDEX "idx_feedback_run_id" ON "feedback" ("run_id", "id")')
+    conn.execute('CREATE TABLE "support_sets" (\n   "run_id" INTEGER PRIMARY KEY,\n   "support" TEXT,\n'
+                 '   "updated" REAL,\n   "source" TEXT\n)')
+
+
 # MIGRATIONS[n] takes a store from schema version n to n + 1. Never edit one: add the next.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _v1_to_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _v1_to_v2, _v2_to_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -414,11 +427,14 @@ class RunStore:
     # --- runs -----------------------------------------------------------------------------
     @_guarded
     def create_run(self, *, name: str, config_toml: str, algorithm: str, dataset: str, task: str,
-                   device: str, project_id: int | None = None, dataset_id: str = "") -> int:
+                   device: str, project_id: int | None = None, dataset_id: str = "",
+                   parent_id: int | None = None) -> int:
+        """A new run; ``parent_id``: the run it is fine-tuned from (warm start)."""
         self._check_writable()
         with self.db.conn:
             row = self.db["runs"].insert({
-                "name": name, "project_id": project_id, "dataset_id": dataset_id, "config": config_toml,
+                "name": name, "project_id": project_id, "dataset_id": dataset_id, "parent_id": parent_id,
+                "config": config_toml,
                 "algorithm": algorithm, "dataset": dataset, "task": task, "status": "created",
                 "device": device, "created": time.time(), "steps_done": 0, "tags": "[]", **owner_fields(),
             })
@@ -481,7 +497,7 @@ class RunStore:
     def delete_run(self, run_id: int) -> None:
         self._check_writable()
         with self.db.conn:
-            for table in ("metrics", "checkpoints", "transcripts"):
+            for table in ("metrics", "checkpoints", "transcripts", "feedback", "support_sets"):
                 self.db[table].delete_where("run_id = ?", [run_id])
             self.db["runs"].delete(run_id)
 
@@ -552,3 +568,63 @@ class RunStore:
             r["messages"] = json.loads(r["messages"])
             r["support"] = json.loads(r["support"])
         return rows
+
+    # --- a deployed model's feedback and live support set -----------------------------------
+    @_guarded
+    def record_support(self, run_id: int, support: dict, source: str = "",
+                       feedback: dict | None = None) -> int | None:
+        """Keep ``support`` as run ``run_id``'s live support set and, in the same committed
+        transaction, append one ``feedback`` item ({message, intent, predicted, confidence});
+        the feedback row's id (None without one). Returns only once it is committed."""
+        self._check_writable()
+        now = time.time()
+        fid = None
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT INTO support_sets (run_id, support, updated, source) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(run_id) DO UPDATE SET support = excluded.support, updated = excluded.updated, "
+                "source = excluded.source", [run_id, json.dumps(support), now, source])
+            if feedback is not None:
+                cur = self.db.conn.execute(
+                    "INSERT INTO feedback (run_id, time, message, intent, predicted, confidence, source) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [run_id, now, str(feedback["message"]), str(feedback["intent"]), feedback.get("predicted"),
+                     feedback.get("confidence"), source])
+                fid = int(cur.lastrowid)
+        return fid
+
+    @_guarded
+    def live_support(self, run_id: int) -> dict | None:
+        """The support set last recorded for run ``run_id`` (None when there is none)."""
+        if "support_sets" not in self.db.table_names():
+            return None
+        row = self.db.execute("SELECT support FROM support_sets WHERE run_id = ?", [run_id]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    @_guarded
+    def feedback(self, run_id: int) -> list[dict]:
+        """The feedback given to run ``run_id``, oldest first."""
+        if "feedback" not in self.db.table_names():
+            return []
+        return list(self.db["feedback"].rows_where("run_id = ?", [run_id], order_by="id"))
+
+    @_guarded
+    def feedback_counts(self) -> dict[int, int]:
+        """Feedback items per run, for runs that have any."""
+        if "feedback" not in self.db.table_names():
+            return {}
+        return {int(r[0]): int(r[1]) for r in
+                self.db.execute("SELECT run_id, COUNT(*) FROM feedback GROUP BY run_id ORDER BY run_id")}
+
+    @_guarded
+    def children(self, run_id: int) -> list[dict]:
+        """Runs fine-tuned from run ``run_id``."""
+        if "parent_id" not in self.db["runs"].columns_dict:
+            return []
+        return [self._shown(r) for r in self.db["runs"].rows_where("parent_id = ?", [run_id], order_by="id")]
+
+    @_guarded
+    def find_runs_tagged(self, tag: str) -> list[int]:
+        """Ids of the runs whose tags hold ``tag``, oldest first."""
+        return [int(r["id"]) for r in self.db["runs"].rows_where(order_by="id")
+                if tag in json.loads(r.get("tags") or "[]")]

@@ -24,7 +24,7 @@ import torch
 from metagui.core.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from metagui.core.config import RunConfig
 from metagui.core.device import select_device
-from metagui.core.errors import Cancelled, ConfigError, MetaGUIError, TrainingFailed
+from metagui.core.errors import Cancelled, ConfigError, DataError, MetaGUIError, TrainingFailed
 from metagui.core.experiment import Experiment, evaluate
 from metagui.core.store import ACTIVE_STATES, RunStore, training_process_state
 from metagui.core.tasks import step_rng
@@ -91,8 +91,10 @@ class Trainer:
         resume_run: int | None = None,
         project_id: int | None = None,
         experiment: Experiment | None = None,
+        init_from: int | None = None,
     ) -> None:
         self.config = config
+        self.init_from = init_from  # fine-tune: start from this run's best checkpoint (its parent)
         self.store = store
         self.on_event = on_event or (lambda e: None)
         self.control = control or TrainingControl()
@@ -156,6 +158,8 @@ class Trainer:
         cfg = self.config
         ds_name = exp.dataset.name if exp.dataset else cfg.dataset.source
         task = exp.task_label
+        if self.init_from is not None:
+            self._warm_start(learner)
         if self.store is not None and self.resume_run is None:
             if exp.dataset is not None:
                 self.store.record_dataset(exp.dataset_id(), ds_name, cfg.dataset.source, cfg.dataset.path,
@@ -164,6 +168,7 @@ class Trainer:
                 name=cfg.name or f"{cfg.algorithm.name} on {ds_name}", config_toml=cfg.to_toml(),
                 algorithm=cfg.algorithm.name, dataset=ds_name, task=task, device=str(device),
                 project_id=self.project_id, dataset_id=exp.dataset_id() if exp.dataset else "",
+                parent_id=self.init_from,
             )
             self._recording = True
         elif self.run_id is None:
@@ -177,7 +182,32 @@ class Trainer:
         self.emit("started", device=str(device), steps=cfg.training.steps, start_step=start_step,
                   metric=learner.metric_name, algorithm=cfg.algorithm.name)
         self.log(f"Run {self.run_id}: {cfg.algorithm.name}, {task}, on {device}")
+        if self.init_from is not None:
+            self.log(self._warm_note)
         return start_step
+
+    def _warm_start(self, learner) -> None:
+        """Load the parent run's best checkpoint (its last when it has no best) into
+        ``learner``: same algorithm, same model shapes; a fresh optimiser."""
+        parent = self.init_from
+        if self.store is None:
+            raise ConfigError("fine-tuning from a run needs the run store it is in")
+        if self.resume_run is not None:
+            raise ConfigError("a resumed run continues its own weights: it cannot also start from another run's")
+        row = self.store.run(parent)
+        if row["algorithm"] != self.config.algorithm.name:
+            raise ConfigError(f"run {parent} is {row['algorithm']}; this config trains {self.config.algorithm.name}: "
+                              "fine-tuning keeps the algorithm (and the model) of the run it starts from")
+        ckpts = self.store.checkpoints(parent)
+        kind = "best" if "best" in ckpts else "last" if "last" in ckpts else None
+        if kind is None:
+            raise MetaGUIError(f"run {parent} has no checkpoint to fine-tune from")
+        try:
+            meta = load_checkpoint(self.store.runs_dir / f"run-{parent}", kind, learner, with_optimizer=False)
+        except DataError as exc:
+            raise ConfigError(f"run {parent}'s model does not fit this config (another backbone, encoder or "
+                              f"number of classes?): {exc}") from None
+        self._warm_note = f"Fine-tuning from run {parent} ({kind} checkpoint, step {meta.get('step')})"
 
     def _resume(self, learner) -> int:
         """Load the run's last checkpoint (weights and optimiser state) into ``learner``;

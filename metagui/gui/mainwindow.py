@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         self.train_page.run_finished.connect(self._on_run_finished)
         self.runs_page.reopen_requested.connect(self.reopen_config)
         self.runs_page.resume_requested.connect(self.resume_run)
+        self.runs_page.fine_tune_requested.connect(self.fine_tune_run)
         self.chat_page.train_requested.connect(lambda: self.go("train"))
         self.chat_page.demo_toggle_requested.connect(lambda: self.set_demo_mode(not self.demo_mode))
         self.runs_page.export_requested.connect(self.open_export_dialog)
@@ -361,6 +362,17 @@ class MainWindow(QMainWindow):
         dlg.finished.connect(lambda _r, d=dlg: self.export_dialogs.remove(d) if d in self.export_dialogs else None)
         dlg.show()
         return dlg
+
+    def fine_tune_run(self, run_id: int) -> None:
+        """Runs page: Fine-tune. The run's settings in every page; the next Train starts from
+        its best checkpoint (the Data page may switch to other data first, e.g. its feedback)."""
+        try:
+            cfg = RunConfig.from_toml(self.state.store.run(run_id)["config"])
+        except MetaGUIError as exc:
+            self.show_error(str(exc))
+            return
+        self.reopen_config(cfg)
+        self.train_page.set_fine_tune(run_id)
 
     def resume_run(self, run_id: int) -> None:
         self.go("train")

@@ -163,8 +163,10 @@ class _TrainingWorker(QObject):
     done = Signal(object)
 
     def __init__(self, config, db_path: Path, dataset, resume_run: int | None,
-                 project_id: int | None, control, threads: int | None, batch_interval: float) -> None:
+                 project_id: int | None, control, threads: int | None, batch_interval: float,
+                 init_from: int | None = None) -> None:
         super().__init__()
+        self._init_from = init_from
         self._config = config
         self._db_path = db_path
         self._dataset = dataset
@@ -211,7 +213,7 @@ class _TrainingWorker(QObject):
                                                 cancel=lambda: self._control.cancelled)
             trainer = Trainer(self._config, store, self._on_event, self._control,
                               resume_run=self._resume_run, project_id=self._project_id,
-                              experiment=experiment)
+                              experiment=experiment, init_from=self._init_from)
             result = dataclasses.asdict(trainer.run())
         except Exception as exc:  # before the trainer's own error handling took over
             readable = isinstance(exc, MetaGUIError)
@@ -241,7 +243,7 @@ class TrainingSession(QObject):
 
     def __init__(self, config, db_path: str | Path, dataset=None, resume_run: int | None = None,
                  project_id: int | None = None, threads: int | None = 1,
-                 batch_interval: float = 0.05, parent: QObject | None = None) -> None:
+                 batch_interval: float = 0.05, parent: QObject | None = None, init_from: int | None = None) -> None:
         super().__init__(parent)
         from metagui.core.trainer import TrainingControl
 
@@ -251,7 +253,7 @@ class TrainingSession(QObject):
         self._thread = QThread()
         self._thread.setObjectName("metagui-training")
         self._worker = _TrainingWorker(config, Path(db_path), dataset, resume_run, project_id,
-                                       self.control, threads, batch_interval)
+                                       self.control, threads, batch_interval, init_from)
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.run)
         self._worker.events.connect(self._on_events)

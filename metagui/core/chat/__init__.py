@@ -25,6 +25,7 @@ from metagui.core.chat.session import (
     ChatSession,
     NotAdapted,
     held_out_classes,
+    journal_to_store,
     open_run,
 )
 from metagui.core.chat.support import (
@@ -46,7 +47,7 @@ __all__ = [
     "DATA_URI", "DEFAULT_THRESHOLD", "INTENT_COLUMNS", "MAX_PER_INTENT", "MAX_START_CLASSES",
     "REPLY_COLUMNS", "START_FROM", "TEXT_COLUMNS", "Adaptation", "Answer", "ChatEngine",
     "ChatSession", "Intent", "NotAdapted", "RegressionEngine", "RegressionFit", "SupportSet",
-    "default_reply", "fallback_reply", "gradient_start", "held_out_accuracy", "held_out_classes",
+    "default_reply", "fallback_reply", "gradient_start", "held_out_accuracy", "held_out_classes", "journal_to_store",
     "humanise", "image_to_data_uri", "latency_stats", "load_image", "open_run",
     "read_intent_table", "support_from_dataset",
 ]

@@ -288,6 +288,28 @@ class ChatEngine:
             reply = support.reply(intent) if intent in support else default_reply(intent)
         return Answer(message, intent, conf, ranked[1:4], reply, fallback, latency)
 
+    def answers(self, messages: Sequence[str], batch: int = 256) -> list[Answer]:
+        """``answer`` for many messages at once (encoded and predicted in batches); each
+        answer's latency is its batch's time shared among its messages."""
+        ad = self._require()
+        out: list[Answer] = []
+        for i in range(0, len(messages), batch):
+            chunk = list(messages[i : i + batch])
+            start = time.perf_counter()
+            probs = ad.predictor.predict(self.encode(chunk)).float().cpu()
+            latency = (time.perf_counter() - start) * 1000 / max(1, len(chunk))
+            for message, p in zip(chunk, probs, strict=True):
+                order = torch.argsort(p, descending=True).tolist()
+                ranked = [(ad.names[j], float(p[j])) for j in order[:4]]
+                intent, conf = ranked[0]
+                fallback = conf < self.threshold
+                if fallback:
+                    reply = fallback_reply([n for n, _ in ranked], self.pre.modality)
+                else:
+                    reply = self.support.reply(intent) if intent in self.support else default_reply(intent)
+                out.append(Answer(message, intent, conf, ranked[1:4], reply, fallback, latency))
+        return out
+
     def compare(self, message: str) -> tuple[Answer, Answer]:
         """(before, after): the same message answered without and with adaptation."""
         ad = self._require()

@@ -9,12 +9,19 @@ feedback on answers into examples, and reads and writes transcripts and tables o
     answer = session.ask("my card has not arrived yet")
     session.feedback(0, "card_arrival")     # the message joins that intent
     session.adapt()                         # the next answer follows the support set
+
+Nothing is lost: with ``on_change`` set (``journal_to_store``), every change of the support set
+and every feedback item is written to the run store (one committed transaction) before the
+method returns; when that write fails, the support set is put back as it was and the error
+raised, so what the caller saw acknowledged is what the store holds.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,17 @@ def held_out_classes(ds, task) -> tuple[list[str], str]:
     return list(ds.classes)[:MAX_START_CLASSES], NO_TEST_CLASSES
 
 
+@dataclass
+class _Edit:
+    changed: bool = True
+    feedback: dict[str, Any] | None = None
+
+
+# on_change(session, feedback): the support set changed (and, with ``feedback``, a message was
+# given its right intent); it must have been recorded when it returns.
+OnChange = Callable[["ChatSession", "dict[str, Any] | None"], None]
+
+
 class ChatSession:
     """A ChatEngine with the run's dataset and held-out classes, the pane's choices and the
     saved transcript it continues."""
@@ -59,6 +77,21 @@ class ChatSession:
         self.run = run  # the run's store row, when opened from the store
         self.note = ""  # what the start had to change, in words ("" when nothing)
         self.transcript_id: int | None = None  # the saved transcript this chat continues
+        self.on_change: OnChange | None = None  # records every change (see the module docstring)
+
+    @contextmanager
+    def _edit(self) -> Iterator[_Edit]:
+        """Around one edit of the support set: report it to ``on_change``; when that fails, put
+        the support set back as it was before the edit and raise."""
+        before = self.support.copy() if self.on_change is not None else None
+        edit = _Edit()
+        yield edit
+        if self.on_change is not None and edit.changed:
+            try:
+                self.on_change(self, edit.feedback)
+            except BaseException:
+                self.engine.support = before
+                raise
 
     # --- the model -------------------------------------------------------------------------------
     @property
@@ -113,10 +146,11 @@ class ChatSession:
     def reset(self, start: str = "held_out") -> SupportSet:
         """A fresh support set: ``shots`` seeded examples of each start class (edits are lost)."""
         classes = self.start_classes(start)
-        if start == "empty":
-            self.engine.support = SupportSet(modality=self.modality)
-        else:
-            self.engine.support, _ = support_from_dataset(self.dataset, classes, self.shots)
+        with self._edit():
+            if start == "empty":
+                self.engine.support = SupportSet(modality=self.modality)
+            else:
+                self.engine.support, _ = support_from_dataset(self.dataset, classes, self.shots)
         return self.support
 
     def start(self, start: str = "held_out") -> Adaptation | None:
@@ -132,7 +166,8 @@ class ChatSession:
             way = self.engine.learner.n_way
             if start == "empty" or len(self.support) <= way:
                 raise
-            self.engine.support = SupportSet([self.support[n] for n in self.support.names[:way]], self.modality)
+            with self._edit():
+                self.engine.support = SupportSet([self.support[n] for n in self.support.names[:way]], self.modality)
             self.note = (f"{self.engine.learner.label} adapts to exactly {way} classes at a time (as meta-trained): "
                          f"the support set starts with {way} of the held-out classes.")
             return self.adapt()
@@ -154,34 +189,44 @@ class ChatSession:
 
     def add_intent(self, name: str, examples: Iterable[str] = (), reply: str = "") -> str:
         """Add an intent; returns its name as stored (whitespace normalised)."""
-        return self.support.add_intent(name, examples, reply).name
+        with self._edit():
+            return self.support.add_intent(name, examples, reply).name
 
     def add_example(self, intent: str, example: str) -> bool:
         """False when the example is empty or already there."""
-        return self.support.add_example(intent, example)
+        with self._edit() as edit:
+            edit.changed = self.support.add_example(intent, example)
+        return edit.changed
 
     def set_reply(self, intent: str, reply: str) -> bool:
         """True when the reply changed."""
         if intent not in self.support or self.support[intent].reply == reply.strip():
             return False
-        self.support.set_reply(intent, reply)
+        with self._edit():
+            self.support.set_reply(intent, reply)
         return True
 
     def remove(self, intents: Iterable[str] = (), examples: Iterable[tuple[str, int]] = ()) -> bool:
         """Remove whole intents and (intent, index) examples; True when anything went."""
         intents = list(intents)
         examples = [e for e in examples if e[0] not in intents]
-        for name in intents:
-            self.support.remove_intent(name)
-        for name, idx in sorted(examples, key=lambda e: -e[1]):
-            self.support.remove_example(name, idx)
-        return bool(intents or examples)
+        with self._edit() as edit:
+            for name in intents:
+                self.support.remove_intent(name)
+            for name, idx in sorted(examples, key=lambda e: -e[1]):
+                self.support.remove_example(name, idx)
+            edit.changed = bool(intents or examples)
+        return edit.changed
 
     def add_images(self, intent: str, paths: Sequence[str]) -> str:
         """Image files as examples of ``intent``, or of a new class named after their folder
         when ``intent`` is not one; returns the class they joined."""
         if self.modality != "image":
             raise DataError("images can be added when the model is an image model")
+        with self._edit():
+            return self._add_images(intent, paths)
+
+    def _add_images(self, intent: str, paths: Sequence[str]) -> str:
         if intent not in self.support:
             base = Path(paths[0]).parent.name or "class"
             intent, k = base, 2
@@ -195,7 +240,10 @@ class ChatSession:
     def import_csv(self, path: str | Path) -> tuple[int, int]:
         """Merge a table of intents (``SupportSet.import_csv``): (intents added, examples added).
         A file that cannot be read or has no intent / example columns raises DataError."""
-        return self.support.import_csv(path)
+        with self._edit() as edit:
+            new, added = self.support.import_csv(path)
+            edit.changed = bool(new or added)
+        return new, added
 
     def export_support(self, path: str | Path) -> Path:
         p = Path(path)
@@ -228,8 +276,35 @@ class ChatSession:
     def feedback(self, turn: int, intent: str | None = None) -> dict[str, Any]:
         """Message ``turn`` was ``intent`` (None: the predicted one was right): it joins that
         intent's examples (a new intent if need be). Adapt afterwards for the next answer."""
-        self.engine.feedback(turn, intent if intent is not None else self.predicted(turn), adapt=False)
-        return self.transcript[turn]["feedback"]
+        entry = self.transcript[turn]
+        with self._edit() as edit:
+            self.engine.feedback(turn, intent if intent is not None else self.predicted(turn), adapt=False)
+            answer = entry["answer"]
+            edit.feedback = {"message": entry["message"], "intent": entry["feedback"]["intent"],
+                             "predicted": answer["intent"], "confidence": answer["confidence"]}
+        return entry["feedback"]
+
+    def teach(self, message: str, intent: str) -> dict[str, Any]:
+        """``message`` is an example of ``intent`` (a new intent if need be), outside any
+        transcript (what a deployed model is told): what the model answered before, and
+        whether the example was new. Adapt afterwards for the next answer."""
+        if self.modality == "text":
+            message = " ".join(message.split())
+        if not message:
+            raise DataError("feedback needs a message")
+        name = " ".join(intent.split())
+        if not name:
+            raise DataError("feedback needs the message's intent")
+        before = self.engine.answers([message])[0] if self.adaptation is not None else None
+        with self._edit() as edit:
+            new = name not in self.support
+            if new:
+                self.support.add_intent(name)
+            added = self.support.add_example(name, message)
+            edit.feedback = {"message": message, "intent": name,
+                             "predicted": before.intent if before else None,
+                             "confidence": round(before.confidence, 6) if before else None}
+        return {**edit.feedback, "added": added, "new_intent": new}
 
     def clear(self) -> None:
         """A new conversation on the same support set."""
@@ -247,7 +322,8 @@ class ChatSession:
 
     def open(self, row: dict[str, Any]) -> None:
         """Continue a saved transcript (a ``RunStore.transcripts`` row) with its support set."""
-        self.engine.restore(row)
+        with self._edit():
+            self.engine.restore(row)
         self.transcript_id = row.get("id")
 
     def export_transcript(self, path: str | Path) -> Path:
@@ -299,3 +375,26 @@ def open_run(db, run_id: int, start: str = "held_out",
     session.note = note
     session.start(start)
     return session
+
+
+def journal_to_store(db, run_id: int, source: str, synchronous_full: bool = False) -> OnChange:
+    """An ``on_change`` that records the support set (and each feedback item) of run
+    ``run_id`` in the run store at ``db``, on a connection of its own, committed before it
+    returns. ``synchronous_full``: also wait for the disk (survives a power cut, not only a
+    killed process). ``close`` on the returned callable closes its connection."""
+    import threading
+
+    from metagui.core.store import RunStore
+
+    store = RunStore(db)
+    if synchronous_full:
+        store.db.conn.execute("PRAGMA synchronous=FULL")
+    lock = threading.Lock()
+
+    def record(session: ChatSession, feedback: dict[str, Any] | None) -> None:
+        with lock:
+            store.record_support(run_id, session.support.to_dict(), source, feedback)
+
+    record.close = store.close  # type: ignore[attr-defined]
+    record.store = store  # type: ignore[attr-defined]
+    return record

@@ -24,7 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from metagui.core.chat import Adaptation, ChatEngine, ChatSession, RegressionEngine, open_run
+from metagui.core.chat import (
+    Adaptation,
+    ChatEngine,
+    ChatSession,
+    RegressionEngine,
+    journal_to_store,
+    open_run,
+)
 from metagui.core.errors import MetaGUIError
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState, dataset_key
@@ -54,6 +61,7 @@ class ChatPage(QWidget):
         super().__init__(parent)
         self.state = state
         self.session: ChatSession | None = None
+        self._journal = None  # records the session's edits and feedback in the run store
         self.run_id: int | None = None
         self.load_task: BackgroundTask | None = None
         self.adapt_task: BackgroundTask | None = None
@@ -239,8 +247,28 @@ class ChatPage(QWidget):
         task.finished.connect(self._on_load_finished)
         self.load_task = task.start()
 
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _journal_session(self, session: ChatSession) -> None:
+        """From now on every edit of the support set and every correction is written to the
+        run store (as ``metagui serve`` does) before the pane goes on: nothing is lost, and a
+        served model restarts from what was edited here."""
+        self._close_journal()
+        if session.run_id is None:
+            return
+        try:
+            self._journal = journal_to_store(self.state.db_path, session.run_id, "app")
+        except MetaGUIError as exc:
+            self.banner.show_message("warning", f"Edits and corrections are not recorded: {exc}")
+            return
+        session.on_change = self._journal
+
     def _on_loaded(self, result: ChatSession | RegressionEngine) -> None:
         self.run_id = result.run_id
+        self._close_journal()
         if isinstance(result, RegressionEngine):
             self.session = None
             self.header.subtitle.setText(SUBTITLE["regression"])
@@ -249,6 +277,7 @@ class ChatPage(QWidget):
             return
         self.regression_panel.bind(None)
         self.session = session = result
+        self._journal_session(session)
         self.support_panel.bind(session)
         self.conversation_panel.bind(session, self.state.store)
         self.header.subtitle.setText(SUBTITLE[session.modality])

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QPushButton,
     QStackedWidget,
     QTabWidget,
     QVBoxLayout,
@@ -31,7 +32,7 @@ from PySide6.QtWidgets import (
 from metagui.core.config import DatasetConfig
 from metagui.core.data import BUILTIN_SOURCES
 from metagui.core.data.catalog import CATALOG, Downloader
-from metagui.core.errors import DataError
+from metagui.core.errors import DataError, MetaGUIError
 from metagui.gui import icons, theme
 from metagui.gui.state import AppState, dataset_key
 from metagui.gui.widgets.binding import ConfigDraft, bind, spin_box
@@ -146,6 +147,7 @@ class DataPage(QWidget):
         self.drop.folder_button.clicked.connect(self._pick_folder)
         self.drop.file_button.clicked.connect(self._pick_file)
         ll.addWidget(self.drop)
+        ll.addWidget(self._build_feedback_row())
         ll.addStretch(1)
         self.load_button = primary_button("Load dataset", "data")
         self.load_button.setToolTip("Read the dataset with these settings (in the background)")
@@ -157,6 +159,60 @@ class DataPage(QWidget):
         left.setMinimumWidth(330)
         left.setMaximumWidth(430)
         return left
+
+    def _build_feedback_row(self) -> QWidget:
+        """Feedback of run N: what a served or tried model was corrected on, as a text table."""
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.feedback_runs = QComboBox()
+        self.feedback_runs.setToolTip("Messages that a served model (metagui serve) or the Try it pane was told the "
+                                      "right intent of, per run")
+        self.feedback_button = QPushButton("Use")
+        self.feedback_button.setToolTip("Load this feedback as a text table (text, label): fine-tune a run on it "
+                                        "(Runs page: Fine-tune), alone or beside other data")
+        self.feedback_button.clicked.connect(lambda: self.use_feedback(self.feedback_runs.currentData()))
+        row.addWidget(self.feedback_runs, 1)
+        row.addWidget(self.feedback_button)
+        self.refresh_feedback()
+        return box
+
+    def refresh_feedback(self) -> None:
+        """The runs that have feedback, with how much."""
+        try:
+            counts = self.state.store.feedback_counts() if not self.state.closed else {}
+        except Exception:  # noqa: BLE001  a busy or closed store: nothing to offer now
+            counts = {}
+        current = self.feedback_runs.currentData()
+        self.feedback_runs.clear()
+        for rid, n in sorted(counts.items(), reverse=True):
+            self.feedback_runs.addItem(f"Feedback of run {rid} ({n} messages)", rid)
+        if not counts:
+            self.feedback_runs.addItem("No feedback yet (metagui serve, Try it)", None)
+        if current is not None and self.feedback_runs.findData(current) >= 0:
+            self.feedback_runs.setCurrentIndex(self.feedback_runs.findData(current))
+        self.feedback_button.setEnabled(bool(counts))
+
+    def use_feedback(self, run_id: int | None, load: bool = True) -> Path | None:
+        """Write run ``run_id``'s feedback beside the store and open it as a text table."""
+        if run_id is None:
+            return None
+        from metagui.core.feedback import feedback_file, write_feedback_csv
+
+        try:
+            path, n, k = write_feedback_csv(self.state.store, run_id, feedback_file(self.state.store, run_id))
+        except MetaGUIError as exc:
+            self.banner.show_message("error", str(exc))
+            return None
+        self.open_path(str(path), load=False)
+        if load:
+            self.load()
+        self.banner.show_message("ok", f"Feedback of run {run_id}: {n} messages of {k} intents, from {path.name}.")
+        return path
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.refresh_feedback()
 
     def _build_options(self) -> None:
         """One page of options per source, each bound to that source's draft."""

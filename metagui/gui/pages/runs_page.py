@@ -240,6 +240,7 @@ class RunsPage(QWidget):
     reopen_requested = Signal(object)  # RunConfig
     resume_requested = Signal(int)
     export_requested = Signal(int)
+    fine_tune_requested = Signal(int)
 
     POLL_MS = 1000
 
@@ -263,6 +264,7 @@ class RunsPage(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_curves_tab(), "Curves")
         self.tabs.addTab(self._build_compare_tab(), "Compare configs")
+        self.tabs.addTab(self._build_lineage_tab(), "Parent vs child")
         split.addWidget(self.tabs)
         split.setSizes([330, 380])
         outer.addWidget(split, 1)
@@ -302,6 +304,9 @@ class RunsPage(QWidget):
             ("reopen", "Reopen", "reopen", "Load the run's settings into the Data, Tasks, Algorithm and Train pages",
              self.reopen),
             ("resume", "Resume", "resume", "Continue a stopped run from its last checkpoint", self.resume),
+            ("finetune", "Fine-tune", "reopen", "Fine-tune from this run: load its settings, and the next Train starts "
+             "from its best checkpoint (on the data you choose, e.g. its feedback); the new run records it as parent",
+             self.fine_tune),
             ("export", "Export…", "export", "Export the run: MetaGUI bundle, TorchScript or ONNX, checked against the "
              "live model", self.export),
             ("rename", "Rename", "rename", "Rename the run (F2)", lambda: self._edit_column("name")),
@@ -391,6 +396,116 @@ class RunsPage(QWidget):
         dl.addWidget(self.diff, 1)
         return cmp_tab
 
+    def _build_lineage_tab(self) -> QWidget:
+        """A fine-tuned run beside its parent: the same held-out episodes, and the parent's
+        feedback (``core.lineage``), so that promoting the child is decided with numbers."""
+        tab = QWidget()
+        lay = QVBoxLayout(tab)
+        lay.setContentsMargins(6, 6, 6, 6)
+        row = QHBoxLayout()
+        self.lineage_button = QPushButton("Compare with its parent")
+        self.lineage_button.setToolTip("Evaluate the selected fine-tuned run and the run it started from on the same "
+                                       "held-out episodes of the parent's data, and on the parent's feedback")
+        self.lineage_button.clicked.connect(self.compare_lineage)
+        self.lineage_label = muted_label(wrap=True)
+        row.addWidget(self.lineage_button)
+        row.addWidget(self.lineage_label, 1)
+        lay.addLayout(row)
+        self.lineage = QTableWidget(0, 4)
+        self.lineage.setHorizontalHeaderLabels(["", "parent", "child", "child − parent"])
+        self.lineage.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.lineage.verticalHeader().hide()
+        self.lineage.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in (1, 2, 3):
+            self.lineage.horizontalHeader().setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.lineage.setWordWrap(True)
+        lay.addWidget(self.lineage, 1)
+        self.lineage_task = None
+        self.lineage_result: dict | None = None
+        return tab
+
+    def _lineage_pair(self) -> tuple[int, int] | None:
+        """(parent, child) of the selection: one run with a parent, or two runs one of which is
+        the other's parent."""
+        ids = self.selected_ids()
+        rows = [self.model.row_by_id(r) or {} for r in ids]
+        if len(rows) == 1 and rows[0].get("parent_id"):
+            return int(rows[0]["parent_id"]), ids[0]
+        if len(rows) == 2:
+            a, b = rows
+            if b.get("parent_id") == a.get("id"):
+                return a["id"], b["id"]
+            if a.get("parent_id") == b.get("id"):
+                return b["id"], a["id"]
+        return None
+
+    def _update_lineage(self) -> None:
+        pair = self._lineage_pair()
+        busy = self.lineage_task is not None and self.lineage_task.running
+        self.lineage_button.setEnabled(pair is not None and not busy)
+        if busy:
+            return
+        if pair is None:
+            self.lineage_label.setText("Select a fine-tuned run (Fine-tune, or `metagui train CONFIG --from RUN`) "
+                                       "to compare it with its parent.")
+        elif not self.lineage_result or (self.lineage_result["parent"], self.lineage_result["child"]) != pair:
+            self.lineage_label.setText(f"Run {pair[1]} was fine-tuned from run {pair[0]}.")
+
+    def compare_lineage(self) -> None:
+        pair = self._lineage_pair()
+        if pair is None:
+            return
+        from metagui.core.lineage import compare_with_parent
+        from metagui.gui.workers import BackgroundTask
+
+        parent, child = pair
+        db = self.state.db_path
+
+        def work(progress, cancel):
+            return compare_with_parent(db, child, parent)
+
+        self.lineage_label.setText(f"Evaluating runs {parent} and {child} on the same episodes…")
+        task = BackgroundTask(work, "lineage", self)
+        task.succeeded.connect(self._show_lineage)
+        task.failed.connect(lambda m, d: self.lineage_label.setText(f"Cannot compare: {m}"))
+        task.finished.connect(self._update_lineage)
+        self.lineage_task = task.start()
+        self.lineage_button.setEnabled(False)
+
+    def _show_lineage(self, res: dict) -> None:
+        self.lineage_result = res
+        held, fb = res["held_out"], res["feedback"]
+
+        def pct(v):
+            return "—" if v is None else f"{100 * v:.1f}%"
+
+        seen_classes = held.get("child_trained_on_classes")
+        seen_msgs = fb.get("child_trained_on")
+        held_note = (f"; the child meta-trained on {seen_classes} of these {held['test_classes']} classes"
+                     if seen_classes else "")
+        fb_note = (f"; the child trained on {seen_msgs} of them: not held out for it" if seen_msgs else "")
+        rows = [(f"Held-out {held['metric']}: {held['episodes']} episodes of {held['dataset']}, {held['way']}-way "
+                 f"{held['shot']}-shot (the parent's test classes{held_note})",
+                 f"{pct(held['parent'])} ± {100 * held['parent_ci95']:.1f}",
+                 f"{pct(held['child'])} ± {100 * held['child_ci95']:.1f}",
+                 f"{100 * (held['child'] - held['parent']):+.1f} points")]
+        if fb.get("answered"):
+            rows.append((f"Feedback accuracy: {fb['messages']} messages of {fb['intents']} intents the parent was "
+                         f"corrected on ({fb['folds']}-fold{fb_note})", pct(fb["parent"]), pct(fb["child"]),
+                         f"{100 * (fb['child'] - fb['parent']):+.1f} points"))
+        else:
+            rows.append((f"Feedback: {fb.get('note', 'none')}", "—", "—", "—"))
+        self.lineage.setRowCount(len(rows))
+        for r, values in enumerate(rows):
+            for c, v in enumerate(values):
+                item = QTableWidgetItem(v)
+                if c:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                self.lineage.setItem(r, c, item)
+        self.lineage.resizeRowsToContents()
+        self.lineage_label.setText(f"Run {res['child']} ({res['names']['child']}) beside its parent, run "
+                                   f"{res['parent']} ({res['names']['parent']}): the same episodes, the same messages.")
+
     def _apply_project_filter(self, *_: object) -> None:
         self.proxy.set_project(self.state.project_id if self.project_only.isChecked() else None)
 
@@ -467,13 +582,14 @@ class RunsPage(QWidget):
 
     def _on_selection(self, *_: object) -> None:
         self._update_buttons()
+        self._update_lineage()
         self._fill_metric_names()
         self._rebuild_curves()
         self._fill_diff()
 
     def _update_buttons(self) -> None:
         n = len(self.selected_ids())
-        for key in ("reopen", "resume", "export", "rename", "tag"):
+        for key in ("reopen", "resume", "finetune", "export", "rename", "tag"):
             self.buttons[key].setEnabled(n == 1)
         for key in ("csv", "delete"):
             self.buttons[key].setEnabled(n >= 1)
@@ -585,6 +701,15 @@ class RunsPage(QWidget):
                                              "steps on the Train page and train again to go further.")
             return
         self.resume_requested.emit(rid)
+
+    def fine_tune(self) -> None:
+        row = self._one()
+        if row is None:
+            return
+        if not self.state.store.checkpoints(row["id"]):
+            self.banner.show_message("error", f"Run {row['id']} has no checkpoint to fine-tune from.")
+            return
+        self.fine_tune_requested.emit(row["id"])
 
     def export(self) -> None:
         row = self._one()

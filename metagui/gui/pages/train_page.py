@@ -60,6 +60,7 @@ class TrainPage(QWidget):
         super().__init__(parent)
         self.state = state
         self.session: TrainingSession | None = None
+        self.fine_tune_from: int | None = None  # Runs page: Fine-tune; the next Train starts from this run
         self.checks: list = []  # callables returning (page, message) problems before a start
         self._pending: list[dict] = []
         self._log_lines: list[str] = []
@@ -241,6 +242,15 @@ class TrainPage(QWidget):
     def running(self) -> bool:
         return self.session is not None and self.session.running
 
+    def set_fine_tune(self, run_id: int | None) -> None:
+        """The next Train starts from run ``run_id``'s best checkpoint (Runs page: Fine-tune),
+        on whatever data the pages hold then; None: from scratch."""
+        self.fine_tune_from = run_id
+        if run_id is not None:
+            self.banner.show_message("info", f"Fine-tuning from run {run_id}: Train starts from its best checkpoint "
+                                             "(same algorithm and model) on the data chosen on the Data page; the new "
+                                             f"run records run {run_id} as its parent.")
+
     def start(self, resume_run: int | None = None) -> bool:
         """Start training the current config (or resume run ``resume_run``) in a worker thread."""
         if self.running:
@@ -270,8 +280,11 @@ class TrainPage(QWidget):
         self._reset_view(cfg)
         if resume_run is not None:
             self._load_history(resume_run)
+        init_from = self.fine_tune_from if resume_run is None else None
         self.session = TrainingSession(cfg, self.state.db_path, dataset=dataset, resume_run=resume_run,
-                                       project_id=self.state.project_id, threads=self.threads, parent=self)
+                                       project_id=self.state.project_id, threads=self.threads, parent=self,
+                                       init_from=init_from)
+        self.set_fine_tune(None)  # once: the next Train starts afresh unless asked again
         self.session.events.connect(self._on_events)
         self.session.finished.connect(self._on_finished)
         self.toml.setPlainText(cfg.to_toml())
