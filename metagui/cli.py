@@ -203,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "episodes themselves, against the margin the bar asks for")
     bx.add_argument("--json", default="", help="also write every figure to this JSON file")
     bx.set_defaults(func=cmd_bench_text)
+    bs = bsub.add_parser("scale", help="tasks per second at 1 and 2 processes (torchrun; gloo on the CPU, NCCL on "
+                         "GPUs), and a paper estimate for 8 GPUs")
+    bs.add_argument("--workload", default="maml", choices=("maml", "protonet"),
+                    help="second-order MAML or ProtoNet, on Conv-4 and glyphs")
+    bs.add_argument("--meta-batch", type=int, default=8)
+    bs.add_argument("--steps", type=int, default=12, help="meta-steps per run")
+    bs.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
+    bs.add_argument("--procs", default="1,2", help="process counts, e.g. 1,2")
+    bs.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: the cores split between them)")
+    bs.add_argument("--link-gbs", type=float, default=100.0, help="GPU link bandwidth (GB/s) for the 8-GPU estimate")
+    bs.add_argument("--latency-us", type=float, default=50.0, help="all_reduce latency (us) for the 8-GPU estimate")
+    bs.set_defaults(func=cmd_bench_scale)
     ba = bsub.add_parser("ambiguous", help="PLATIPUS on ambiguous sine/line regression: error, and do drawn functions cover both?")
     ba.add_argument("--steps", type=int, default=5000, help="meta-steps (10 tasks each)")
     ba.add_argument("--samples", type=int, default=20, help="functions drawn per ambiguous support set")
@@ -380,7 +392,9 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
                                   "-m", "metagui", *rest])
     import logging
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # metagui's own lines say it
+    for name in list(logging.root.manager.loggerDict):  # metagui's own lines say what happened
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         torchrun.run(launch)
     except SignalException as exc:
@@ -670,6 +684,25 @@ def cmd_bench_bandits(args: argparse.Namespace) -> int:
     if any(len(s) != 2 for s in settings):
         raise ConfigError(f"--settings takes ARMSxPULLS pairs such as 5x10,10x100, got {args.settings!r}")
     bench_bandits(args.steps, args.test_bandits, settings, args.meta_batch)
+    return 0
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from metagui.bench.scale import bench_scale
+    from metagui.core.errors import ConfigError
+
+    try:
+        procs = [int(p) for p in args.procs.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--procs takes process counts such as 1,2, got {args.procs!r}") from None
+    if not procs or min(procs) < 1 or 1 not in procs:
+        raise ConfigError(f"--procs needs 1 (the baseline) and counts of at least 1, got {args.procs!r}")
+    if args.steps <= args.warmup + 1 or args.warmup < 1:
+        raise ConfigError("--steps must exceed --warmup by at least 2, and --warmup be at least 1")
+    if args.meta_batch < max(procs):
+        raise ConfigError(f"--meta-batch must be at least the largest process count ({max(procs)})")
+    bench_scale(args.workload, args.meta_batch, args.steps, args.warmup, procs, args.link_gbs, args.latency_us,
+                args.threads)
     return 0
 
 

@@ -19,6 +19,7 @@ ranks leave the loop at the same step.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,8 @@ class Distributed:
     local_rank: int
     device: torch.device
     weight: float = 1.0  # this rank's share of the current meta-batch's tasks
+    reduce_s: float = 0.0  # seconds in the last gradient all_reduce
+    reduce_bytes: int = 0  # its size (every gradient, and one flag per parameter)
 
     @property
     def is_main(self) -> bool:
@@ -132,7 +135,14 @@ class Distributed:
         has = torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype, device=self.device)
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) * self.weight
                           for p in params] + [has])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # time the reduction, not the backward still queued
+        start = time.perf_counter()
         self._collective("averaging gradients", dist.all_reduce, flat)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.reduce_s = time.perf_counter() - start
+        self.reduce_bytes = flat.numel() * flat.element_size()
         offset = 0
         for p, present in zip(params, flat[-len(params):].tolist(), strict=True):
             n = p.numel()
@@ -152,6 +162,12 @@ class Distributed:
         t = torch.tensor([float(f) for f in flags], device=self.device)
         self._collective("agreeing on the next step", dist.all_reduce, t, op=dist.ReduceOp.MAX)
         return [bool(v) for v in t.tolist()]
+
+
+def gradient_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes one gradient all_reduce moves per rank: every parameter's gradient and a flag each."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    return sum(p.numel() for p in params) * params[0].element_size() + len(params) * params[0].element_size()
 
 
 def _to_cpu(obj):

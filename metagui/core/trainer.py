@@ -327,6 +327,7 @@ class Trainer:
                 m = learner.meta_step(batch)
                 if self.dist is not None:
                     m = self.dist.mean_metrics(m)
+                    m["allreduce_ms"] = self.dist.reduce_s * 1e3  # rank 0's wait for the gradients
                 dt = time.perf_counter() - t0
                 step += 1
                 finite_weights = _finite(learner)  # the loss comes before the update: check both
