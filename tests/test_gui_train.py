@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
@@ -152,3 +153,32 @@ def test_closing_while_training_stops_the_worker(make_window, qtbot, wait_until)
     w.close()
     assert not live_threads()
     assert RunStore(w.state.db_path).run(run_id)["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_two_processes_from_the_train_page_followed_live(window, qtbot, wait_until):
+    """Processes / GPUs: 2 launches `metagui train --nproc 2` (torchrun) as a child process;
+    the Train page draws its curves from the store, the Runs page lists it with its 2 processes."""
+    data = window.data_page
+    data.source.setCurrentIndex(data.source.findData("sinusoid"))
+    qtbot.mouseClick(data.load_button, Qt.MouseButton.LeftButton)
+    alg = window.algorithm_page
+    alg.select_algorithm("maml")
+    alg.form.editors["inner_steps"].setValue(1)
+    alg.form.editors["eval_steps"].setValue(2)
+    page = window.train_page
+    window.go("train")
+    budget(qtbot, page, 6, 3, 4)
+    set_spin(qtbot, page.processes, 2)
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert page.running and not page.pause_button.isEnabled() and page.stop_button.isEnabled()
+    wait_until(lambda: not page.running, 180, "the 2-process run")
+    assert page.last_result["status"] == "completed", (page.last_result, page.log.toPlainText())
+    run = RunStore(window.state.db_path).run(page.run_id)
+    assert run["world_size"] == 2 and run["steps_done"] == 6
+    assert page.metric == "mse" and page.step == 6
+    assert len(page.loss_plot.series["train"].buf) > 0
+    window.go("runs")
+    window.runs_page.refresh()
+    row = window.runs_page.model.row_by_id(page.run_id)
+    assert row is not None and window.runs_page.model._format("device", row["device"], row, False).endswith("×2")

@@ -136,6 +136,8 @@ class RunsModel(QAbstractTableModel):
             return human_seconds(value)
         if key == "created":
             return time.strftime("%b %d %H:%M", time.localtime(value))
+        if key == "device" and (row.get("world_size") or 1) > 1:
+            return f"{value} ×{row['world_size']}"  # processes (torchrun's world size)
         return str(value)
 
     def setData(self, index, value, role=Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
