@@ -424,6 +424,9 @@ class RunsPage(QWidget):
         self.refresh()
         if self.state.closed:
             return
+        if not self.metric.count() and self.selected_ids():  # selected before its first metrics
+            self._fill_metric_names()
+            self._rebuild_curves()
         live = []
         for run_id, (buf, item) in self._curves.items():
             row = self.model.row_by_id(run_id)
