@@ -239,8 +239,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc is not None and not launched_by_torchrun():
-        if args.config is not None:
-            RunConfig.load(args.config)  # a bad config fails here, once, not in every process
+        if args.config is not None:  # a bad config fails here, once, not in every process
+            from metagui.core.distributed import check_distributable
+
+            check_distributable(RunConfig.load(args.config), args.nproc)
         return _launch_torchrun(args)
     dist = None
     if args.resume is not None:  # (every rank of a torchrun launch reads the store: resume on one node)
@@ -358,12 +360,13 @@ def _train_rank(cfg, dist, resume: int | None) -> int:
         if ev["kind"] == "error":
             errors.append(ev["message"])
 
+    trainer = Trainer(cfg, None, on_event, control, resume_run=resume, distributed=dist)
     try:
-        result = Trainer(cfg, None, on_event, control, resume_run=resume, distributed=dist).run()
+        result = trainer.run()
     finally:
         dist.close()
     if result.status in ("failed", "diverged"):
-        if LOST not in result.error:
+        if LOST not in result.error and not trainer.error_shared:
             print(f"metagui: rank {dist.rank}: error: {result.error}", file=sys.stderr)  # rank 0 may not know
         return 2 if result.status == "failed" else 3
     return 0
@@ -394,7 +397,7 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
 
     for name in list(logging.root.manager.loggerDict):  # metagui's own lines say what happened
         if name.startswith("torch.distributed.elastic"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         torchrun.run(launch)
     except SignalException as exc:

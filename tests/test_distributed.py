@@ -161,3 +161,58 @@ def test_a_killed_rank_fails_the_run_and_keeps_the_last_checkpoint(tmp_path):
     assert meta["step"] == last["step"] >= 2
     assert f"step {last['step']})" in run["error"]
     store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")
+def test_sigterm_stops_every_rank_after_the_same_step(tmp_path):
+    cfg = small_config("maml", "sinusoid", steps=100_000, meta_batch=4, inner_steps=1, vectorise="loop")
+    cfg.training.device = "cpu"
+    cfg.training.val_every = 1000
+    cfg.training.val_episodes = 4
+    db = tmp_path / "runs.db"
+    proc = _launch(tmp_path, cfg, db)
+    try:
+        deadline = time.monotonic() + 120
+        store = None
+        while time.monotonic() < deadline:
+            if db.exists():
+                store = store or RunStore(db)
+                runs = store.runs()
+                if runs and runs[0]["steps_done"] >= 3:
+                    break
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no steps within 120 s")
+        ranks = [_rank_pid(str(tmp_path), r) for r in (0, 1)]
+        assert None not in ranks
+        proc.send_signal(signal.SIGTERM)  # the launcher (torchrun) forwards it to the ranks
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert all(_rank_pid(str(tmp_path), r) is None for r in (0, 1))
+    run = store.run(runs[0]["id"])
+    assert run["status"] == "cancelled" and run["world_size"] == 2
+    last = store.checkpoints(run["id"])["last"]
+    assert last["step"] == run["steps_done"] >= 3  # rank 0 saved the step all ranks stopped after
+    learner = Experiment.prepare(cfg).build_learner()
+    assert load_checkpoint(store.runs_dir / f"run-{run['id']}", "last", learner)["step"] == last["step"]
+    store.close()
+
+
+@pytest.mark.parametrize("algorithm, source, hp, message", [
+    ("maml", "sinusoid", {"meta_batch": 1}, "meta_batch 1 is smaller than the 2 processes"),
+    ("rl2", "bandit", {}, "reinforcement-learning runs (bandit, mdp) train in one process"),
+])
+def test_what_cannot_be_split_is_refused_before_any_process_starts(tmp_path, capsys, algorithm, source, hp, message):
+    from metagui.cli import main
+
+    cfg = small_config(algorithm, source, steps=2, **hp)
+    cfg.save(tmp_path / "run.toml")
+    assert main(["train", str(tmp_path / "run.toml"), "--db", str(tmp_path / "runs.db"), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "runs.db").exists()

@@ -41,6 +41,20 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+def check_distributable(config, world: int) -> None:
+    """Why ``config`` cannot train on ``world`` processes (a ConfigError), if it cannot."""
+    from metagui.core import algorithms
+    from metagui.core.models import RL_MODALITIES
+
+    if config.dataset.source in RL_MODALITIES:
+        raise ConfigError("reinforcement-learning runs (bandit, mdp) train in one process; start them without --nproc")
+    meta_batch = config.algorithm.hyperparams.get("meta_batch",
+                                                  algorithms.get(config.algorithm.name).defaults()["meta_batch"])
+    if isinstance(meta_batch, int) and meta_batch < world:
+        raise ConfigError(f"meta_batch {meta_batch} is smaller than the {world} processes: every process needs "
+                          "at least one task of each meta-batch")
+
+
 def share(n_tasks: int, world: int, rank: int) -> slice:
     """Rank ``rank``'s contiguous slice of ``n_tasks`` tasks (the first ``n % world`` ranks
     take one more)."""

@@ -24,10 +24,9 @@ import torch
 from metagui.core.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from metagui.core.config import RunConfig
 from metagui.core.device import select_device
-from metagui.core.distributed import Distributed
+from metagui.core.distributed import Distributed, check_distributable
 from metagui.core.errors import Cancelled, ConfigError, MetaGUIError, TrainingFailed
 from metagui.core.experiment import Experiment, evaluate
-from metagui.core.models import RL_MODALITIES
 from metagui.core.store import ACTIVE_STATES, RunStore, training_process_state
 from metagui.core.tasks import step_rng
 
@@ -105,6 +104,7 @@ class Trainer:
         # one rank of a torchrun launch: rank 0 alone writes (store, checkpoints), see core.distributed
         self.dist = distributed
         self.writes = distributed is None or distributed.is_main
+        self.error_shared = False  # a start-up error every rank knows (rank 0 reports it)
         self._run_dir = run_dir
         self.run_id: int | None = resume_run
         self._recording = False  # the store's run row is this trainer's to update
@@ -176,12 +176,8 @@ class Trainer:
                     cancel=lambda: self.control.cancelled,
                 )
             exp = self.experiment
-            if exp.modality in RL_MODALITIES:
-                raise ConfigError("reinforcement-learning runs train in one process; start them without --nproc")
+            check_distributable(self.config, d.world)
             learner = exp.build_learner().to(d.device)
-            if learner.hp["meta_batch"] < d.world:
-                raise ConfigError(f"meta_batch {learner.hp['meta_batch']} is smaller than the {d.world} processes: "
-                                  "every process needs at least one task per meta-batch")
             start_step = self._open_run(exp, d.device, learner) if self.writes else 0
         except Cancelled as exc:
             error, status = str(exc) or "cancelled", "cancelled"
@@ -189,6 +185,7 @@ class Trainer:
             error = str(exc)
         try:
             error = d.all_ok(error)
+            self.error_shared = error is not None
             if error is None:
                 got = d.sync_start(learner, {"step": start_step, "best": getattr(self, "_best", None),
                                              "best_ci": getattr(self, "_best_ci", None), "run_id": self.run_id})
