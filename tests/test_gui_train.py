@@ -104,7 +104,10 @@ def test_run_config_toml_and_cli_command(window, qtbot, tmp_path):
     path = cmd.split('"')[1]
     cfg = RunConfig.load(path)
     assert cfg.training.steps == 77 and cfg.algorithm.name == "protonet"
-    assert path in page.cli_label.text()
+    assert path in page.cli_label.text() and "--nproc" not in cmd
+    set_spin(qtbot, page.processes, 2)
+    qtbot.mouseClick(page.copy_cli_button, Qt.MouseButton.LeftButton)
+    assert QApplication.clipboard().text().endswith(" --nproc 2")
 
 
 def test_smoothing_can_be_turned_off(window, qtbot):

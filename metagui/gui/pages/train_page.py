@@ -569,7 +569,8 @@ class TrainPage(QWidget):
         """Save the shown config next to the database; the command that repeats it."""
         path = self._toml_path()
         path.write_text(self.toml.toPlainText(), encoding="utf-8")
-        return f'metagui train "{path}" --db "{self.state.db_path}"'
+        nproc = f" --nproc {self.processes.value()}" if self.processes.value() > 1 else ""
+        return f'metagui train "{path}" --db "{self.state.db_path}"{nproc}'
 
     def copy_cli(self) -> None:
         cmd = self.cli_command()
