@@ -17,7 +17,7 @@ from metagui.core.checkpoint import load_checkpoint
 from metagui.core.distributed import share
 from metagui.core.experiment import Experiment
 from metagui.core.store import RunStore
-from metagui.core.trainer import train_to_completion
+from metagui.core.trainer import Trainer
 from tests.helpers import small_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +46,22 @@ def test_share_splits_every_task_once():
             assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1
 
 
-def _one_process(cfg) -> dict[str, torch.Tensor]:
+def _one_process(cfg, tmp: Path) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """The weights one process trains, and its loss at each step."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    losses: list[float] = []
+
+    def on_event(ev):
+        if ev["kind"] == "metrics":
+            losses.append(ev["metrics"]["loss"])
+
     try:
-        learner, _ = train_to_completion(cfg, Experiment.prepare(cfg))
+        trainer = Trainer(cfg, on_event=on_event, experiment=Experiment.prepare(cfg), run_dir=tmp)
+        assert trainer.run().status == "completed"
     finally:
         torch.set_num_threads(threads)
-    return learner.state_dict()
+    return trainer.learner.state_dict(), losses
 
 
 def _protonet():
@@ -80,7 +88,7 @@ def test_two_processes_train_the_weights_of_one(tmp_path, name):
     cfg.training.val_episodes = 4
     db = tmp_path / "runs.db"
     proc = _launch(tmp_path, cfg, db)
-    single = _one_process(cfg)  # meanwhile, in this process
+    single, losses = _one_process(cfg, tmp_path / "one")  # meanwhile, in this process
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
@@ -94,6 +102,8 @@ def test_two_processes_train_the_weights_of_one(tmp_path, name):
                             [rid]).fetchall()
     assert {r[2] for r in rows} == {1}, "a metric written twice: only rank 0 writes"
     assert sorted(s for s, n, _ in rows if n == "train/loss") == list(range(1, STEPS + 1))
+    # rank 0 records the whole meta-batch's loss (the ranks' task-weighted mean), not its slice's
+    assert store.metric_series(rid, "train/loss")[1] == pytest.approx(losses, abs=1e-5)
     assert sorted(s for s, n, _ in rows if n.startswith("val/") and n.endswith("ci95")) == [2, 4, 5]
     assert set(store.checkpoints(rid)) == {"best", "last"}
 
