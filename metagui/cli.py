@@ -319,6 +319,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {sig: signal.signal(sig, on_signal) for sig in stops}
+    if dist is not None:
+        previous.update(_pause_signals(control))
     try:
         trainer = Trainer(cfg, store, on_event, control, resume_run=args.resume, distributed=dist)
         result = trainer.run()
@@ -354,6 +356,7 @@ def _train_rank(cfg, dist, resume: int | None) -> int:
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     for sig in stops:
         signal.signal(sig, lambda signum, frame: control.cancel())
+    _pause_signals(control)
     errors: list[str] = []
 
     def on_event(ev: dict) -> None:
@@ -370,6 +373,15 @@ def _train_rank(cfg, dist, resume: int | None) -> int:
             print(f"metagui: rank {dist.rank}: error: {result.error}", file=sys.stderr)  # rank 0 may not know
         return 2 if result.status == "failed" else 3
     return 0
+
+
+def _pause_signals(control) -> dict:
+    """A rank of a distributed run pauses on SIGUSR1 and resumes on SIGUSR2 (the app sends them
+    to rank 0; the ranks agree on it between steps). The handlers they replace."""
+    if not hasattr(signal, "SIGUSR1"):
+        return {}
+    return {signal.SIGUSR1: signal.signal(signal.SIGUSR1, lambda signum, frame: control.pause()),
+            signal.SIGUSR2: signal.signal(signal.SIGUSR2, lambda signum, frame: control.resume())}
 
 
 def _launch_torchrun(args: argparse.Namespace) -> int:

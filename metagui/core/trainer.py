@@ -301,12 +301,14 @@ class Trainer:
             if val_batches is not None and step == 0 and getattr(getattr(learner, "backbone", None), "validate_start", False):
                 validate()  # the untrained start (e.g. a frozen pretrained encoder) may stay the best
             while step < cfg.steps:
-                self.control.wait_while_paused(
-                    lambda s=step, b=best, c=best_ci: self._paused(learner, s, b, c), lambda s=step: self._resumed(s)
-                )
-                cancelled = self.control.cancelled
-                if self.dist is not None:  # every rank stops at the same step
-                    cancelled, diverged = self.dist.agree(cancelled, bool(val_diverged))
+                if self.dist is None:
+                    self.control.wait_while_paused(
+                        lambda s=step, b=best, c=best_ci: self._paused(learner, s, b, c),
+                        lambda s=step: self._resumed(s),
+                    )
+                    cancelled = self.control.cancelled
+                else:  # every rank stops, pauses and resumes at the same step
+                    cancelled, diverged = self._agree_between_steps(learner, step, best, best_ci, bool(val_diverged))
                     if diverged:
                         raise _Diverged(val_diverged or "validation on rank 0 was not finite")
                 if cancelled:
@@ -376,6 +378,22 @@ class Trainer:
         result = RunResult(self.run_id, status, step, best, best_ci, last_val, error=error, metrics=last_metrics)
         self.learner = learner
         return self._finish(result, started)
+
+    def _agree_between_steps(self, learner, step: int, best, best_ci, diverged: bool) -> tuple[bool, bool]:
+        """(stop, diverged) as any rank says. A pause asked of any rank (rank 0 gets the app's)
+        pauses all: they keep agreeing every 0.1 s, so that a long pause never times out a
+        collective, until the pause is lifted or a stop comes."""
+        c = self.control
+        cancelled, paused, diverged = self.dist.agree(c.cancelled, c.paused, diverged)
+        if not paused or cancelled or diverged:
+            return cancelled, diverged
+        self._paused(learner, step, best, best_ci)
+        while paused and not cancelled:
+            time.sleep(0.1)
+            cancelled, paused = self.dist.agree(c.cancelled, c.paused)
+        if not cancelled:
+            self._resumed(step)
+        return cancelled, False
 
     def _paused(self, learner, step: int, best, best_ci=None) -> None:
         if step > 0 and self._last_saved != step:

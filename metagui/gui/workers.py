@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
+import signal
 import threading
 import time
 import traceback
@@ -361,13 +363,14 @@ class MainThreadCollector(QObject):
 class DistributedSession(QObject):
     """A run on several processes: ``metagui train CONFIG --nproc N`` (torchrun) as a child
     process, followed through the run store as the Runs page follows terminal runs. It
-    speaks TrainingSession's events, so the Train page draws its curves live; Stop sends
-    SIGTERM, which torchrun forwards to every rank (they stop after the same step). Pause is
-    not offered: the ranks of a terminal run have no pause."""
+    speaks TrainingSession's events, so the Train page draws its curves live. Stop sends
+    SIGTERM, which torchrun forwards to every rank (they stop after the same step); Pause and
+    Resume send SIGUSR1 and SIGUSR2 to rank 0 (its pid is in the store), and the ranks agree
+    on them between steps (POSIX only)."""
 
     events = Signal(object)
     finished = Signal(object)
-    can_pause = False
+    can_pause = hasattr(signal, "SIGUSR1")
 
     def __init__(self, config, db_path: str | Path, nproc: int, config_path: str | Path,
                  resume_run: int | None = None, poll_ms: int = 500, parent: QObject | None = None) -> None:
@@ -389,6 +392,7 @@ class DistributedSession(QObject):
         self._stdout = ""
         self._lines: list[str] = []
         self._running = False
+        self._paused = False
         self._started_at = 0.0
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
@@ -425,13 +429,35 @@ class DistributedSession(QObject):
 
     @property
     def paused(self) -> bool:
-        return False
+        return self._paused
+
+    def _signal_rank0(self, sig) -> bool:
+        """Send ``sig`` to rank 0, the run's training process on this machine (store row)."""
+        from metagui.core.store import RunStore, this_host
+
+        if self.run_id is None or not self.can_pause:
+            return False
+        try:
+            store = self._store or RunStore.for_reading(self.db_path)
+            self._store = store
+            row = store.run(self.run_id)
+        except MetaGUIError:
+            return False
+        if not row.get("pid") or (row.get("host") and row["host"] != this_host()):
+            return False
+        try:
+            os.kill(int(row["pid"]), sig)
+        except OSError:
+            return False
+        return True
 
     def pause(self) -> None:
-        """Not offered (see the class)."""
+        if self._signal_rank0(signal.SIGUSR1):
+            self._paused = True
 
     def resume(self) -> None:
-        """Not offered (see the class)."""
+        if self._signal_rank0(signal.SIGUSR2):
+            self._paused = False
 
     def cancel(self) -> None:
         if self._running:
