@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
     t.add_argument("--quiet", action="store_true", help="print only the result")
     t.add_argument("--verbose", action="store_true", help="list every problem found in the data, not just the first")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes with torch.distributed, launched by torchrun (one GPU each on CUDA, "
+                        "gloo on the CPU); each meta-batch's tasks are split between them")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a trained run on held-out episodes; prints JSON")
@@ -243,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "episodes themselves, against the margin the bar asks for")
     bx.add_argument("--json", default="", help="also write every figure to this JSON file")
     bx.set_defaults(func=cmd_bench_text)
+    bs = bsub.add_parser("scale", help="tasks per second at 1 and 2 processes (torchrun; gloo on the CPU, NCCL on "
+                         "GPUs), and a paper estimate for 8 GPUs")
+    bs.add_argument("--workload", default="maml", choices=("maml", "protonet"),
+                    help="second-order MAML or ProtoNet, on Conv-4 and glyphs")
+    bs.add_argument("--meta-batch", type=int, default=8)
+    bs.add_argument("--steps", type=int, default=12, help="meta-steps per run")
+    bs.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
+    bs.add_argument("--procs", default="1,2", help="process counts, e.g. 1,2")
+    bs.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: the cores split between them)")
+    bs.add_argument("--link-gbs", type=float, default=100.0, help="GPU link bandwidth (GB/s) for the 8-GPU estimate")
+    bs.add_argument("--latency-us", type=float, default=50.0, help="all_reduce latency (us) for the 8-GPU estimate")
+    bs.set_defaults(func=cmd_bench_scale)
     ba = bsub.add_parser("ambiguous", help="PLATIPUS on ambiguous sine/line regression: error, and do drawn functions cover both?")
     ba.add_argument("--steps", type=int, default=5000, help="meta-steps (10 tasks each)")
     ba.add_argument("--samples", type=int, default=20, help="functions drawn per ambiguous support set")
@@ -263,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from metagui.core.config import RunConfig
     from metagui.core.data.base import Problem
+    from metagui.core.distributed import Distributed, launched_by_torchrun
     from metagui.core.errors import ConfigError
     from metagui.core.store import RunStore
     from metagui.core.trainer import Trainer, TrainingControl, resume_point
@@ -273,8 +289,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--from starts a new run from another's weights; --resume continues a run: give one")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    if args.resume is not None:
-        store = RunStore(args.db)
+    if args.nproc is not None and args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc is not None and not launched_by_torchrun():
+        if args.config is not None:  # a bad config fails here, once, not in every process
+            from metagui.core.distributed import check_distributable
+
+            check_distributable(RunConfig.load(args.config), args.nproc)
+        return _launch_torchrun(args)
+    dist = None
+    if args.resume is not None:  # (every rank of a torchrun launch reads the store: resume on one node)
+        store = RunStore(args.db) if not launched_by_torchrun() or os.environ["RANK"] == "0" else \
+            RunStore.for_reading(args.db)
         cfg = RunConfig.from_toml(store.run(args.resume)["config"])
     else:
         notes: list[str] = []
@@ -287,7 +313,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.training.steps = args.steps
     if args.device is not None:
         cfg.training.device = args.device
-    if store is not None:
+    if launched_by_torchrun():
+        dist = Distributed.from_env(cfg.training.device)
+    if store is not None and (dist is None or dist.is_main):
         resume_point(store, args.resume, cfg)  # why it cannot be resumed, before anything starts
     _fetch_text_encoder(cfg.algorithm.text_encoder)
     if cfg.algorithm.text_encoder:
@@ -298,6 +326,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{f' ({cfg.algorithm.text_encoder_why})' if cfg.algorithm.text_encoder_why else ''}", file=sys.stderr)
         if caveat:
             print(f"metagui: warning: {caveat}", file=sys.stderr)
+    if dist is not None and not dist.is_main:  # rank 0 owns the run: store, checkpoints, the terminal
+        if store is not None:
+            store.close()
+        return _train_rank(cfg, dist, args.resume)
     store = store or RunStore(args.db)
     control = TrainingControl()
     quiet = args.quiet
@@ -341,12 +373,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {sig: signal.signal(sig, on_signal) for sig in stops}
+    if dist is not None:
+        previous.update(_pause_signals(control))
     try:
-        trainer = Trainer(cfg, store, on_event, control, resume_run=args.resume, init_from=args.parent)
+        trainer = Trainer(cfg, store, on_event, control, resume_run=args.resume, init_from=args.parent,
+                          distributed=dist)
         result = trainer.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if dist is not None:
+            dist.close()
     summary = {"run": result.run_id, "status": result.status, "steps": result.steps,
                "best_val": result.best_val, "best_val_ci95": result.best_val_ci, "seconds": round(result.duration_s, 1)}
     print(json.dumps(summary))
@@ -362,6 +399,92 @@ def cmd_train(args: argparse.Namespace) -> int:
         code = 128 + (received[0] if received else signal.SIGINT)
     store.close()
     return code
+
+
+def _train_rank(cfg, dist, resume: int | None) -> int:
+    """A rank other than 0 of a torchrun launch: trains its share of each meta-batch and
+    writes nothing; stops (Ctrl-C, SIGTERM from torchrun) after the step all ranks agree on."""
+    from metagui.core.distributed import LOST
+    from metagui.core.trainer import Trainer, TrainingControl
+
+    control = TrainingControl()
+    stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    for sig in stops:
+        signal.signal(sig, lambda signum, frame: control.cancel())
+    _pause_signals(control)
+    errors: list[str] = []
+
+    def on_event(ev: dict) -> None:
+        if ev["kind"] == "error":
+            errors.append(ev["message"])
+
+    trainer = Trainer(cfg, None, on_event, control, resume_run=resume, distributed=dist)
+    try:
+        result = trainer.run()
+    finally:
+        dist.close()
+    if result.status in ("failed", "diverged"):
+        if LOST not in result.error and not trainer.error_shared:
+            print(f"metagui: rank {dist.rank}: error: {result.error}", file=sys.stderr)  # rank 0 may not know
+        return 2 if result.status == "failed" else 3
+    return 0
+
+
+def _pause_signals(control) -> dict:
+    """A rank of a distributed run pauses on SIGUSR1 and resumes on SIGUSR2 (the app sends them
+    to rank 0; the ranks agree on it between steps). The handlers they replace."""
+    if not hasattr(signal, "SIGUSR1"):
+        return {}
+    return {signal.SIGUSR1: signal.signal(signal.SIGUSR1, lambda signum, frame: control.pause()),
+            signal.SIGUSR2: signal.signal(signal.SIGUSR2, lambda signum, frame: control.resume())}
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """``metagui train ... --nproc N``: torchrun (``torch.distributed.run``) starts N processes
+    of ``python -m metagui train ...`` on this machine, on a free loopback port."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from metagui.core.store import RunStore
+
+    n = args.nproc
+    rest = ["train"] + ([str(Path(args.config).resolve())] if args.config else ["--resume", str(args.resume)])
+    if getattr(args, "db", None):
+        rest += ["--db", str(Path(args.db).resolve())]
+    for flag in ("steps", "device"):
+        if getattr(args, flag) is not None:
+            rest += [f"--{flag}", str(getattr(args, flag))]
+    if args.parent is not None:  # --from RUN: rank 0 loads the parent's weights, every rank gets them
+        rest += ["--from", str(args.parent)]
+    rest += [f"--{flag}" for flag in ("quiet", "verbose") if getattr(args, flag)]
+    # torchrun would set one thread per process with a warning; say it here: the cores, shared
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    launch = torchrun.parse_args(["--standalone", "--nproc-per-node", str(n), "--max-restarts", "0",
+                                  "-m", "metagui", *rest])
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):  # metagui's own lines say what happened
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        torchrun.run(launch)
+    except SignalException as exc:
+        print(f"metagui: stopped by signal {exc.sigval.name}", file=sys.stderr)
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        codes = {rank: f.exitcode for rank, f in exc.failures.items()}
+        died = {rank: f for rank, f in exc.failures.items() if f.exitcode < 0}
+        with contextlib.suppress(MetaGUIError):
+            store = RunStore(args.db)  # a dead rank 0 leaves its run "running": mark it failed now
+            store.reap_stale_runs()
+            store.close()
+        for rank, f in sorted(died.items()):
+            print(f"metagui: error: rank {rank} of {n} (pid {f.pid}) was killed by {f.signal_name()}",
+                  file=sys.stderr)
+        rank0 = codes.get(0, 0)
+        return rank0 if rank0 > 0 else 2
+    return 0
 
 
 def _fetch_text_encoder(spec: str) -> None:
@@ -688,6 +811,25 @@ def cmd_bench_bandits(args: argparse.Namespace) -> int:
     if any(len(s) != 2 for s in settings):
         raise ConfigError(f"--settings takes ARMSxPULLS pairs such as 5x10,10x100, got {args.settings!r}")
     bench_bandits(args.steps, args.test_bandits, settings, args.meta_batch)
+    return 0
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from metagui.bench.scale import bench_scale
+    from metagui.core.errors import ConfigError
+
+    try:
+        procs = [int(p) for p in args.procs.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--procs takes process counts such as 1,2, got {args.procs!r}") from None
+    if not procs or min(procs) < 1 or 1 not in procs:
+        raise ConfigError(f"--procs needs 1 (the baseline) and counts of at least 1, got {args.procs!r}")
+    if args.steps <= args.warmup + 1 or args.warmup < 1:
+        raise ConfigError("--steps must exceed --warmup by at least 2, and --warmup be at least 1")
+    if args.meta_batch < max(procs):
+        raise ConfigError(f"--meta-batch must be at least the largest process count ({max(procs)})")
+    bench_scale(args.workload, args.meta_batch, args.steps, args.warmup, procs, args.link_gbs, args.latency_us,
+                args.threads)
     return 0
 
 

@@ -258,3 +258,22 @@ def test_fine_tune_from_a_run_and_its_feedback_on_the_data_page(runs_window, qtb
     assert res["feedback"]["messages"] == 6 and page.lineage.item(1, 0).text().startswith("Feedback")
     page.select_runs([ids["matching"]])
     assert not page.lineage_button.isEnabled()  # no parent
+
+
+def test_a_run_selected_before_its_first_metrics_gets_its_curves(runs_window, wait_until):
+    w, ids = runs_window
+    page = w.runs_page
+    other = start_store_writer(w.state.db_path)  # as `metagui train --nproc 2` starting in a terminal
+    try:
+        rid = store_call(other, "create_run", name="starting", config_toml=default_config().to_toml(),
+                         algorithm="protonet", dataset="intents", task="5-way 5-shot", device="cpu")
+        store_call(other, "update_run", rid, status="running", world_size=2)
+        wait_until(lambda: rid in rows(page), 5, "the poll to find the run")
+        page.select_runs([rid])
+        assert page.metric.count() == 0 and page.curve_points() == {}
+        assert page.model._format("device", "cpu", page.model.row_by_id(rid), False) == "cpu ×2"
+        store_call(other, "add_metrics", rid, [(1, "train/loss", 1.0), (2, "train/loss", 0.8)])
+        wait_until(lambda: page.curve_points() == {rid: 2}, 5, "the first metrics")
+        assert page.metric.currentText() == "train/loss"
+    finally:
+        stop_store_writer(other)

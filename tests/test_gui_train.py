@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
@@ -103,7 +104,10 @@ def test_run_config_toml_and_cli_command(window, qtbot, tmp_path):
     path = cmd.split('"')[1]
     cfg = RunConfig.load(path)
     assert cfg.training.steps == 77 and cfg.algorithm.name == "protonet"
-    assert path in page.cli_label.text()
+    assert path in page.cli_label.text() and "--nproc" not in cmd
+    set_spin(qtbot, page.processes, 2)
+    qtbot.mouseClick(page.copy_cli_button, Qt.MouseButton.LeftButton)
+    assert QApplication.clipboard().text().endswith(" --nproc 2")
 
 
 def test_smoothing_can_be_turned_off(window, qtbot):
@@ -152,3 +156,48 @@ def test_closing_while_training_stops_the_worker(make_window, qtbot, wait_until)
     w.close()
     assert not live_threads()
     assert RunStore(w.state.db_path).run(run_id)["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_two_processes_from_the_train_page_followed_live(window, qtbot, wait_until):
+    """Processes / GPUs: 2 launches `metagui train --nproc 2` (torchrun) as a child process;
+    the Train page draws its curves from the store, Pause / Resume / Stop reach the ranks, and
+    the Runs page lists the run with its 2 processes."""
+    data = window.data_page
+    data.source.setCurrentIndex(data.source.findData("sinusoid"))
+    qtbot.mouseClick(data.load_button, Qt.MouseButton.LeftButton)
+    alg = window.algorithm_page
+    alg.select_algorithm("maml")
+    alg.form.editors["inner_steps"].setValue(1)
+    alg.form.editors["eval_steps"].setValue(2)
+    page = window.train_page
+    window.go("train")
+    budget(qtbot, page, 1_000_000, 1000, 4)
+    set_spin(qtbot, page.processes, 2)
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert page.running and page.stop_button.isEnabled() and not page.processes.isEnabled()
+    wait_until(lambda: page.step >= 3, 120, "the 2-process run's first steps on the Train page")
+    assert page.metric == "mse" and len(page.loss_plot.series["train"].buf) >= 3
+    store = RunStore(window.state.db_path)
+    run_id = page.run_id
+
+    qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: store.run(run_id)["status"] == "paused", 30, "the ranks to pause")
+    held = store.run(run_id)["steps_done"]
+    pump(wait_until, 1.5)
+    assert store.run(run_id)["steps_done"] == held and store.checkpoints(run_id)["last"]["step"] == held
+    assert page.pause_button.text() == "Resume"
+    qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: (store.run(run_id)["steps_done"] or 0) > held + 2, 30, "the ranks to resume")
+
+    qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: not page.running, 90, "the ranks to stop")
+    assert page.last_result["status"] == "cancelled", (page.last_result, page.log.toPlainText())
+    run = store.run(run_id)
+    assert run["world_size"] == 2 and run["status"] == "cancelled"
+    assert store.checkpoints(run_id)["last"]["step"] == run["steps_done"] > held
+    window.go("runs")
+    window.runs_page.refresh()
+    row = window.runs_page.model.row_by_id(run_id)
+    assert window.runs_page.model._format("device", row["device"], row, False) == "cpu ×2"
+    store.close()

@@ -92,8 +92,13 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
                  '   "updated" REAL,\n   "source" TEXT\n)')
 
 
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Runs record how many processes trained them (torchrun's world size; 1 before)."""
+    conn.execute('ALTER TABLE "runs" ADD COLUMN "world_size" INTEGER')
+
+
 # MIGRATIONS[n] takes a store from schema version n to n + 1. Never edit one: add the next.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _v1_to_v2, _v2_to_v3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -450,9 +455,10 @@ class RunStore:
         with self.db.conn:
             self.db["runs"].update(run_id, fields)
 
-    def start_run(self, run_id: int, device: str) -> None:
-        """The run is being trained now, by this process."""
-        self.update_run(run_id, status="running", started=time.time(), device=device, error="", **owner_fields())
+    def start_run(self, run_id: int, device: str, world_size: int = 1) -> None:
+        """The run is being trained now, by this process (rank 0 of ``world_size`` processes)."""
+        self.update_run(run_id, status="running", started=time.time(), device=device, error="",
+                        world_size=world_size, **owner_fields())
 
     @_guarded
     def run(self, run_id: int) -> dict:

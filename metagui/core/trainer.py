@@ -24,6 +24,7 @@ import torch
 from metagui.core.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from metagui.core.config import RunConfig
 from metagui.core.device import select_device
+from metagui.core.distributed import Distributed, check_distributable
 from metagui.core.errors import Cancelled, ConfigError, DataError, MetaGUIError, TrainingFailed
 from metagui.core.experiment import Experiment, evaluate
 from metagui.core.store import ACTIVE_STATES, RunStore, training_process_state
@@ -92,6 +93,7 @@ class Trainer:
         project_id: int | None = None,
         experiment: Experiment | None = None,
         init_from: int | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
         self.config = config
         self.init_from = init_from  # fine-tune: start from this run's best checkpoint (its parent)
@@ -101,6 +103,10 @@ class Trainer:
         self.resume_run = resume_run
         self.project_id = project_id
         self.experiment = experiment
+        # one rank of a torchrun launch: rank 0 alone writes (store, checkpoints), see core.distributed
+        self.dist = distributed
+        self.writes = distributed is None or distributed.is_main
+        self.error_shared = False  # a start-up error every rank knows (rank 0 reports it)
         self._run_dir = run_dir
         self.run_id: int | None = resume_run
         self._recording = False  # the store's run row is this trainer's to update
@@ -132,6 +138,8 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------
     def run(self) -> RunResult:
         started = time.time()
+        if self.dist is not None:
+            return self._run_distributed(started)
         try:
             self._validate_config()
             device = select_device(self.config.training.device)
@@ -153,6 +161,46 @@ class Trainer:
             self.emit("error", message=str(exc))
             return self._finish(RunResult(self.run_id, "failed", 0, error=str(exc)), started)
         return self._loop(exp, learner, device, start_step, started)
+
+    def _run_distributed(self, started: float) -> RunResult:
+        """As ``run``, on every rank: all prepare, then rank 0's outcome, weights and
+        optimiser state reach all, and the loop runs in step."""
+        d = self.dist
+        error, status, learner = None, "failed", None
+        try:
+            self._validate_config()
+            if self.experiment is None:
+                if self.writes:
+                    self.log("Loading data...")
+                self.experiment = Experiment.prepare(
+                    self.config,
+                    progress=lambda n, t: self.emit("progress", phase="data", done=n, total=t) if self.writes else None,
+                    cancel=lambda: self.control.cancelled,
+                )
+            exp = self.experiment
+            check_distributable(self.config, d.world)
+            learner = exp.build_learner().to(d.device)
+            start_step = self._open_run(exp, d.device, learner) if self.writes else 0
+        except Cancelled as exc:
+            error, status = str(exc) or "cancelled", "cancelled"
+        except MetaGUIError as exc:
+            error = str(exc)
+        try:
+            error = d.all_ok(error)
+            self.error_shared = error is not None
+            if error is None:
+                got = d.sync_start(learner, {"step": start_step, "best": getattr(self, "_best", None),
+                                             "best_ci": getattr(self, "_best_ci", None), "run_id": self.run_id})
+        except MetaGUIError as exc:
+            error = str(exc)
+        if error is not None:
+            if status != "cancelled":
+                self.emit("error", message=error)
+            return self._finish(RunResult(self.run_id, status, 0, error=error), started)
+        if not self.writes:
+            self.run_id, self._best, self._best_ci = got["run_id"], got["best"], got["best_ci"]
+        d.install(learner)
+        return self._loop(exp, learner, d.device, int(got["step"]), started)
 
     def _open_run(self, exp: Experiment, device: torch.device, learner) -> int:
         cfg = self.config
@@ -177,7 +225,7 @@ class Trainer:
         if self.resume_run is not None:
             start_step = self._resume(learner)
         if self.store is not None:
-            self.store.start_run(self.run_id, str(device))
+            self.store.start_run(self.run_id, str(device), self.dist.world if self.dist is not None else 1)
             self._recording = True
         self.emit("started", device=str(device), steps=cfg.training.steps, start_step=start_step,
                   metric=learner.metric_name, algorithm=cfg.algorithm.name)
@@ -238,7 +286,10 @@ class Trainer:
         loop_start = time.perf_counter()
         step = start_step
         val_batches = None
-        if "val" in exp.samplers:
+        val_diverged = ""  # a distributed run's rank 0 shares its verdict at the next step's agreement
+        if not self.writes:
+            pass  # rank 0 alone validates
+        elif "val" in exp.samplers:
             val_batches = exp.validation_batches("val", cfg.val_episodes, max(learner.hp["meta_batch"], 16), cfg.seed)
         else:
             self.log("No validation classes: validation is skipped (set val_ratio above 0)")
@@ -255,11 +306,14 @@ class Trainer:
             last_flush = time.perf_counter()
 
         def validate() -> None:
-            nonlocal best, best_ci, last_val
+            nonlocal best, best_ci, last_val, val_diverged
             v = evaluate(learner, val_batches, device)
             last_val = v[metric]
             pending.extend((step, f"val/{k}", val) for k, val in v.items())
             if not math.isfinite(last_val):
+                if self.dist is not None and step < cfg.steps:
+                    val_diverged = f"validation {metric} {last_val}"  # the other ranks learn it next step
+                    return
                 raise _Diverged(f"validation {metric} {last_val}")
             improved = best is None or (last_val > best if higher_better else last_val < best)
             if improved:
@@ -277,17 +331,32 @@ class Trainer:
             if val_batches is not None and step == 0 and getattr(getattr(learner, "backbone", None), "validate_start", False):
                 validate()  # the untrained start (e.g. a frozen pretrained encoder) may stay the best
             while step < cfg.steps:
-                self.control.wait_while_paused(
-                    lambda s=step, b=best, c=best_ci: self._paused(learner, s, b, c), lambda s=step: self._resumed(s)
-                )
-                if self.control.cancelled:
+                if self.dist is None:
+                    self.control.wait_while_paused(
+                        lambda s=step, b=best, c=best_ci: self._paused(learner, s, b, c),
+                        lambda s=step: self._resumed(s),
+                    )
+                    cancelled = self.control.cancelled
+                else:  # every rank stops, pauses and resumes at the same step
+                    cancelled, diverged = self._agree_between_steps(learner, step, best, best_ci, bool(val_diverged))
+                    if diverged:
+                        raise _Diverged(val_diverged or "validation on rank 0 was not finite")
+                if cancelled:
                     status = "cancelled"
                     break
                 learner.set_progress(step / cfg.steps)
-                batch = exp.sample("train", learner.hp["meta_batch"], step_rng(cfg.seed, "train", step)).to(device)
+                # the whole meta-batch, whatever the number of processes; each rank keeps its slice
+                batch = exp.sample("train", learner.hp["meta_batch"], step_rng(cfg.seed, "train", step))
+                n_tasks = batch.n_tasks
+                if self.dist is not None:
+                    batch = self.dist.take(batch)
+                batch = batch.to(device)
                 torch.manual_seed(step_torch_seed(cfg.seed, step))  # dropout, sampling: the same on a resume
                 t0 = time.perf_counter()
                 m = learner.meta_step(batch)
+                if self.dist is not None:
+                    m = self.dist.mean_metrics(m)
+                    m["allreduce_ms"] = self.dist.reduce_s * 1e3  # rank 0's wait for the gradients
                 dt = time.perf_counter() - t0
                 step += 1
                 finite_weights = _finite(learner)  # the loss comes before the update: check both
@@ -295,7 +364,7 @@ class Trainer:
                     raise _Diverged(f"loss {m.get('loss')}" if finite_weights else "non-finite weights")
                 elapsed = time.perf_counter() - loop_start
                 done = step - start_step
-                m["tasks_per_s"] = batch.n_tasks / max(dt, 1e-9)
+                m["tasks_per_s"] = n_tasks / max(dt, 1e-9)
                 m["elapsed_s"] = elapsed
                 m["eta_s"] = elapsed / done * (cfg.steps - step)
                 if device.type == "cuda":
@@ -333,9 +402,28 @@ class Trainer:
             self._save(learner, "last", step, best, {}, best_ci)
         if status == "completed" and val_batches is None:
             self._save(learner, "best", step, None, {})
+        if status == "failed" and self.dist is not None and self._last_saved is not None:
+            error += (f"; the last good checkpoint (step {self._last_saved}) is kept: "
+                      f"`metagui train --resume {self.run_id}` continues it")
         result = RunResult(self.run_id, status, step, best, best_ci, last_val, error=error, metrics=last_metrics)
         self.learner = learner
         return self._finish(result, started)
+
+    def _agree_between_steps(self, learner, step: int, best, best_ci, diverged: bool) -> tuple[bool, bool]:
+        """(stop, diverged) as any rank says. A pause asked of any rank (rank 0 gets the app's)
+        pauses all: they keep agreeing every 0.1 s, so that a long pause never times out a
+        collective, until the pause is lifted or a stop comes."""
+        c = self.control
+        cancelled, paused, diverged = self.dist.agree(c.cancelled, c.paused, diverged)
+        if not paused or cancelled or diverged:
+            return cancelled, diverged
+        self._paused(learner, step, best, best_ci)
+        while paused and not cancelled:
+            time.sleep(0.1)
+            cancelled, paused = self.dist.agree(c.cancelled, c.paused)
+        if not cancelled:
+            self._resumed(step)
+        return cancelled, False
 
     def _paused(self, learner, step: int, best, best_ci=None) -> None:
         if step > 0 and self._last_saved != step:
@@ -352,6 +440,10 @@ class Trainer:
         self.log(f"Resumed at step {step}")
 
     def _save(self, learner, kind: str, step: int, best, val: dict, best_ci: float | None = None) -> None:
+        if not self.writes:  # rank 0 keeps the run's checkpoints
+            if kind == "last":
+                self._last_saved = step
+            return
         meta = {
             "run_id": self.run_id, "step": step, "best_val": best, "best_val_ci": best_ci, "validation": val,
             "config": self.config.to_dict(), "algorithm": self.config.algorithm.name,

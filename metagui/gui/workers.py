@@ -7,8 +7,11 @@ view decides). Cancellation is cooperative: the worker's callable polls a flag.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
+import os
+import signal
 import threading
 import time
 import traceback
@@ -357,3 +360,217 @@ class MainThreadCollector(QObject):
         MainThreadCollector._active -= 1
         if MainThreadCollector._active == 0:
             gc.enable()
+
+
+class DistributedSession(QObject):
+    """A run on several processes: ``metagui train CONFIG --nproc N`` (torchrun) as a child
+    process, followed through the run store as the Runs page follows terminal runs. It
+    speaks TrainingSession's events, so the Train page draws its curves live. Stop sends
+    SIGTERM, which torchrun forwards to every rank (they stop after the same step); Pause and
+    Resume send SIGUSR1 and SIGUSR2 to rank 0 (its pid is in the store), and the ranks agree
+    on them between steps (POSIX only)."""
+
+    events = Signal(object)
+    finished = Signal(object)
+    can_pause = hasattr(signal, "SIGUSR1")
+
+    def __init__(self, config, db_path: str | Path, nproc: int, config_path: str | Path,
+                 resume_run: int | None = None, poll_ms: int = 500, parent: QObject | None = None,
+                 init_from: int | None = None) -> None:
+        super().__init__(parent)
+        from PySide6.QtCore import QProcess
+
+        self.config = config
+        self.nproc = nproc
+        self.db_path = Path(db_path)
+        self.config_path = Path(config_path)
+        self.resume_run = resume_run
+        self.init_from = init_from  # fine-tune: start from this run's best checkpoint (metagui train --from)
+        self.result: dict | None = None
+        self.run_id: int | None = None
+        self._store = None
+        self._device = ""
+        self._start_step = 0
+        self._last_step = -1
+        self._announced = False
+        self._stdout = ""
+        self._lines: list[str] = []
+        self._running = False
+        self._paused = False
+        self._started_at = 0.0
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
+        self.process.readyReadStandardOutput.connect(self._read_stdout)
+        self.process.readyReadStandardError.connect(self._read_stderr)
+        self.process.finished.connect(self._on_exit)
+        self.process.errorOccurred.connect(self._on_error)
+        self.timer = QTimer(self)
+        self.timer.setInterval(poll_ms)
+        self.timer.timeout.connect(self._poll)
+
+    def command(self) -> list[str]:
+        import sys
+
+        args = ["-m", "metagui", "train"]
+        args += ["--resume", str(self.resume_run)] if self.resume_run is not None else [str(self.config_path)]
+        args += ["--from", str(self.init_from)] if self.init_from is not None else []
+        return [sys.executable, *args, "--nproc", str(self.nproc), "--db", str(self.db_path)]
+
+    def start(self) -> DistributedSession:
+        if self.resume_run is None:
+            self.config_path.parent.mkdir(parents=True, exist_ok=True)
+            self.config_path.write_text(self.config.to_toml(), encoding="utf-8")
+        program, *args = self.command()
+        self._running = True
+        self._started_at = time.monotonic()
+        self.events.emit([{"kind": "log", "message": "Starting " + " ".join(self.command()[1:])}])
+        self.process.start(program, args)
+        self.timer.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _signal_rank0(self, sig) -> bool:
+        """Send ``sig`` to rank 0, the run's training process on this machine (store row)."""
+        from metagui.core.store import RunStore, this_host
+
+        if self.run_id is None or not self.can_pause:
+            return False
+        try:
+            store = self._store or RunStore.for_reading(self.db_path)
+            self._store = store
+            row = store.run(self.run_id)
+        except MetaGUIError:
+            return False
+        if not row.get("pid") or (row.get("host") and row["host"] != this_host()):
+            return False
+        try:
+            os.kill(int(row["pid"]), sig)
+        except OSError:
+            return False
+        return True
+
+    def pause(self) -> None:
+        if self._signal_rank0(signal.SIGUSR1):
+            self._paused = True
+
+    def resume(self) -> None:
+        if self._signal_rank0(signal.SIGUSR2):
+            self._paused = False
+
+    def cancel(self) -> None:
+        if self._running:
+            self.process.terminate()  # SIGTERM: torchrun forwards it to every rank
+
+    def wait(self, msecs: int = 30000) -> bool:
+        from PySide6.QtCore import QProcess
+
+        if self.process.state() == QProcess.ProcessState.NotRunning:
+            return True
+        return self.process.waitForFinished(msecs)
+
+    # --- following the child ---------------------------------------------------------------------
+    def _read_stdout(self) -> None:
+        import re
+
+        self._stdout += bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        *lines, self._stdout = self._stdout.split("\n")
+        for line in lines:
+            self._lines.append(line)
+            m = re.match(r"run (\d+) (?:started|resumed at step (\d+)) on (\S+)", line)
+            if m:
+                self.run_id = int(m.group(1))
+                self._start_step = int(m.group(2) or 0)
+                self._last_step = self._start_step
+                self._device = m.group(3)
+            elif line.strip() and not line.startswith("{"):
+                self.events.emit([{"kind": "log", "message": line.strip()}])
+
+    def _read_stderr(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        out = [{"kind": "log", "message": s.strip()} for s in text.splitlines() if s.strip()]
+        if out:
+            self.events.emit(out)
+
+    def _poll(self) -> None:
+        """New metric rows of the run since the last poll, as the trainer's events."""
+        if self.run_id is None:
+            return
+        from metagui.core.store import RunStore
+
+        try:
+            if self._store is None:
+                self._store = RunStore.for_reading(self.db_path)
+            rows = self._store.db.execute(
+                "SELECT step, name, value FROM metrics WHERE run_id = ? AND step > ? ORDER BY step",
+                [self.run_id, self._last_step]).fetchall()
+            run = self._store.run(self.run_id)
+        except MetaGUIError:
+            return  # busy or not written yet: the next poll reads it
+        by_step: dict[int, dict[str, float]] = {}
+        for step, name, value in rows:
+            by_step.setdefault(int(step), {})[name] = value
+        out: list[dict] = []
+        if not self._announced and by_step:
+            names = next(iter(by_step.values()))
+            metric = "mse" if "train/mse" in names else "return" if "train/return" in names else "accuracy"
+            out.append({"kind": "started", "run_id": self.run_id, "steps": self.config.training.steps,
+                        "start_step": self._start_step, "metric": metric, "algorithm": self.config.algorithm.name,
+                        "device": f"{self._device} x {self.nproc} processes"})
+            self._announced = True
+        for step, named in sorted(by_step.items()):
+            train = {k[6:]: v for k, v in named.items() if k.startswith("train/")}
+            if train:
+                out.append({"kind": "metrics", "run_id": self.run_id, "step": step, "metrics": train})
+            val = {k[4:]: v for k, v in named.items() if k.startswith("val/")}
+            if val:
+                out.append({"kind": "validation", "run_id": self.run_id, "step": step, "metrics": val,
+                            "best": run.get("best_val")})
+            self._last_step = step
+        if out:
+            self.events.emit(out)
+
+    def _on_error(self, error) -> None:
+        from PySide6.QtCore import QProcess
+
+        if error == QProcess.ProcessError.FailedToStart:
+            self._finish({"status": "failed", "run_id": None, "steps": 0,
+                          "error": f"could not start {self.command()[0]}: {self.process.errorString()}"})
+
+    def _on_exit(self, code: int, _status) -> None:
+        import json
+
+        self._read_stdout()
+        if self._stdout:
+            self._lines.append(self._stdout)
+        self._poll()
+        summary = next((json.loads(s) for s in reversed(self._lines) if s.startswith("{")), {})
+        result = {"status": summary.get("status", "failed"), "run_id": summary.get("run", self.run_id),
+                  "steps": summary.get("steps", max(self._last_step, 0)), "best_val": summary.get("best_val"),
+                  "best_val_ci": summary.get("best_val_ci95"),
+                  "duration_s": summary.get("seconds", time.monotonic() - self._started_at), "error": ""}
+        if self.run_id is not None and self._store is not None:
+            with contextlib.suppress(MetaGUIError):
+                row = self._store.run(self.run_id)
+                result.update(status=row["status"], error=row.get("error") or "", steps=row.get("steps_done") or 0)
+        if result["status"] in ("failed", "diverged") and not result["error"]:
+            result["error"] = f"the {self.nproc}-process run ended with exit code {code}; see the log"
+        self._finish(result)
+
+    def _finish(self, result: dict) -> None:
+        if not self._running:
+            return
+        self.timer.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self._running = False
+        self.result = result
+        self.events.emit([{"kind": "finished", **result}])
+        self.finished.emit(result)

@@ -136,6 +136,8 @@ class RunsModel(QAbstractTableModel):
             return human_seconds(value)
         if key == "created":
             return time.strftime("%b %d %H:%M", time.localtime(value))
+        if key == "device" and (row.get("world_size") or 1) > 1:
+            return f"{value} ×{row['world_size']}"  # processes (torchrun's world size)
         return str(value)
 
     def setData(self, index, value, role=Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
@@ -537,6 +539,9 @@ class RunsPage(QWidget):
         self.refresh()
         if self.state.closed:
             return
+        if not self.metric.count() and self.selected_ids():  # selected before its first metrics
+            self._fill_metric_names()
+            self._rebuild_curves()
         live = []
         for run_id, (buf, item) in self._curves.items():
             row = self.model.row_by_id(run_id)

@@ -45,9 +45,22 @@ from metagui.gui.widgets.common import (
 )
 from metagui.gui.widgets.curves import AdaptationPlot, LivePlot
 from metagui.gui.widgets.stall import StallMeter
-from metagui.gui.workers import TrainingSession
+from metagui.gui.workers import DistributedSession, TrainingSession
 
 REDRAW_MS = 33  # two alternating halves of the plots: each redrawn at ~15 Hz
+
+
+def processes_tip() -> str:
+    """What the processes spin does, with the CUDA devices it would use."""
+    from metagui.core.device import available_devices
+
+    gpus = [f"{d.name}: {d.description}" for d in available_devices() if d.name.startswith("cuda")]
+    where = ("one GPU per process (NCCL):\n" + "\n".join(gpus)) if gpus else \
+        "no CUDA GPU here: the processes share the CPU's cores (gloo)"
+    return ("Train on this many processes with torch.distributed (torchrun), each meta-batch's tasks split "
+            "between them; 1 trains in the app. Several processes run as `metagui train --nproc N` in a "
+            "child process, followed live here and on the Runs page; Stop reaches every process. "
+            f"Devices: {where}")
 
 
 class TrainPage(QWidget):
@@ -139,6 +152,11 @@ class TrainPage(QWidget):
             bind(w, self.state, field)
             row.addWidget(QLabel(label))
             row.addWidget(w)
+        self.processes = spin_box(1, max(64, os.cpu_count() or 1), "", min_width=60)
+        self.processes.setValue(1)
+        self.processes.setToolTip(processes_tip())
+        row.addWidget(QLabel("Processes / GPUs"))
+        row.addWidget(self.processes)
         row.addSpacing(16)
         self.smooth = QCheckBox("Smooth")
         self.smooth.setChecked(True)
@@ -281,9 +299,15 @@ class TrainPage(QWidget):
         if resume_run is not None:
             self._load_history(resume_run)
         init_from = self.fine_tune_from if resume_run is None else None
-        self.session = TrainingSession(cfg, self.state.db_path, dataset=dataset, resume_run=resume_run,
-                                       project_id=self.state.project_id, threads=self.threads, parent=self,
-                                       init_from=init_from)
+        if self.processes.value() > 1:  # torchrun in a child process, followed through the store
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.session = DistributedSession(cfg, self.state.db_path, self.processes.value(),
+                                              Path(self.state.db_path).parent / f"distributed-{stamp}.toml",
+                                              resume_run=resume_run, parent=self, init_from=init_from)
+        else:
+            self.session = TrainingSession(cfg, self.state.db_path, dataset=dataset, resume_run=resume_run,
+                                           project_id=self.state.project_id, threads=self.threads, parent=self,
+                                           init_from=init_from)
         self.set_fine_tune(None)  # once: the next Train starts afresh unless asked again
         self.session.events.connect(self._on_events)
         self.session.finished.connect(self._on_finished)
@@ -320,12 +344,12 @@ class TrainPage(QWidget):
         running = self.running
         paused = running and self.session.paused
         self.start_button.setEnabled(not running)
-        self.pause_button.setEnabled(running)
+        self.pause_button.setEnabled(running and getattr(self.session, "can_pause", True))
         self.stop_button.setEnabled(running)
         self.export_button.setEnabled(not running and self.run_id is not None)
         self.pause_button.setText("Resume" if paused else "Pause")
         self.pause_button.setIcon(icons.icon("resume" if paused else "pause"))
-        for w in (self.steps, self.val_every, self.val_episodes):
+        for w in (self.steps, self.val_every, self.val_episodes, self.processes):
             w.setEnabled(not running)
 
     # --- views --------------------------------------------------------------------------------------
@@ -558,7 +582,8 @@ class TrainPage(QWidget):
         """Save the shown config next to the database; the command that repeats it."""
         path = self._toml_path()
         path.write_text(self.toml.toPlainText(), encoding="utf-8")
-        return f'metagui train "{path}" --db "{self.state.db_path}"'
+        nproc = f" --nproc {self.processes.value()}" if self.processes.value() > 1 else ""
+        return f'metagui train "{path}" --db "{self.state.db_path}"{nproc}'
 
     def copy_cli(self) -> None:
         cmd = self.cli_command()
