@@ -152,7 +152,7 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    failures = Smoke(args.bin, out).all()
+    failures = Smoke(os.path.abspath(args.bin), out).all()  # the program runs in OUT
     print(f"smoke_app: {failures} failed check(s)" if failures else "smoke_app: all checks passed")
     return min(failures, 100)
 

@@ -50,7 +50,7 @@ QT_QPA_PLATFORM=offscreen "$py" installer/make_icons.py "$work/icons"
 
 stamp "PyInstaller"
 rm -rf "$dist/metagui"
-"$py" -m PyInstaller --noconfirm --clean --log-level WARN \
+"$py" -m PyInstaller --noconfirm --log-level WARN \
     --distpath "$dist" --workpath "$work/pyinstaller" installer/metagui.spec
 app="$dist/metagui"
 "$app/metagui" --version
