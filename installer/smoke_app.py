@@ -4,7 +4,7 @@
 
 `--version`; `tour` offscreen (every screenshot, no error); `train` on the built-in intents
 (40 steps); the run store lands in the per-user data folder a pip install uses; `export` a
-bundle of that run and `predict` with it. Logs in FOLDER/logs; exit status = failed checks.
+bundle of that run and `predict` with it; `metagui BUNDLE` (a double-click) opens it in the app. Logs in FOLDER/logs; exit status = failed checks.
 On Linux and macOS the program runs as a new user (HOME=FOLDER/home); on Windows, where the
 data folder does not follow an environment variable, in the current user's
 %LOCALAPPDATA%\\metagui (a CI runner's).
@@ -137,6 +137,15 @@ class Smoke:
                 _assert(len(r["predictions"]) == 2, r)
                 return f"{len(r['predictions'])} answers"
             self.check("predict", predict)
+        # as a file manager opens a bundle: `metagui FILE.metagui`, the window adds it to Runs
+        self.env["METAGUI_FIRST_WINDOW_EXIT"] = "1"
+        opened = self.run("open-bundle", "--db", str(out / "opened.db"), str(bundle))
+        del self.env["METAGUI_FIRST_WINDOW_EXIT"]
+        if opened is not None:
+            listed = self.run("runs-after-open", "runs", "--db", str(out / "opened.db"), "--json")
+            if listed is not None:
+                self.check("the app opened the bundle given on its command line",
+                           lambda: _assert(len(json.loads(listed)) == 1, listed) or "1 run imported")
         return self.failures
 
 

@@ -108,6 +108,6 @@ json.dump({"deb": "$deb", "deb_bytes": $deb_bytes, "unpacked_bytes": $unpacked_b
            "first_window_cold_s": $cold, "first_window_warm_s": $warm,
            "failures": $failures}, open(sys.argv[1], "w"), indent=1)
 EOF
-echo "deb $(numfmt --to=iec $deb_bytes)B, unpacked $(numfmt --to=iec $unpacked_bytes)B; figures in $out/smoke.json"
+echo "deb $(numfmt --to=si $deb_bytes)B, unpacked $(numfmt --to=si $unpacked_bytes)B; figures in $out/smoke.json"
 if [ $failures -gt 0 ]; then echo "smoke: $failures check(s) failed"; exit 1; fi
 echo "smoke: all checks passed"
