@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_app(db=args.db, demo=args.demo, bundles=bundles)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not as a message at exit
+        return code
     except MetaGUIError as exc:
         print(f"metagui: error: {exc}", file=sys.stderr)
         return 2

@@ -59,3 +59,18 @@ def test_a_bundle_given_on_the_command_line_opens_in_the_app(tmp_path):
     assert proc.stdout.startswith("first window at "), proc.stdout
     runs = RunStore(tmp_path / "app.db").runs()
     assert len(runs) == 1 and runs[0]["algorithm"] == "maml", runs
+
+
+def test_a_reader_that_left_is_no_error_message(tmp_path):
+    """`metagui config | head -0` with Python's usual block-buffered stdout (a frozen app's
+    always is: it ignores PYTHONUNBUFFERED): exit 141, nothing on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "metagui", "config"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=120, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
