@@ -32,13 +32,18 @@ from metagui.core.errors import MetaGUIError
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv, bundles = split_bundles(sys.argv[1:] if argv is None else argv, parser)
     args = parser.parse_args(argv)
+    if bundles and args.command is not None:
+        parser.error(f"{bundles[0]}: open a bundle with `metagui BUNDLE` (the app), or give it to a command")
     if args.command is None:
         from metagui.gui.app import run_app
 
-        return run_app(db=args.db, demo=args.demo)
+        return run_app(db=args.db, demo=args.demo, bundles=bundles)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not as a message at exit
+        return code
     except MetaGUIError as exc:
         print(f"metagui: error: {exc}", file=sys.stderr)
         return 2
@@ -51,8 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+def split_bundles(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """`metagui [--db F] A.metagui ...` (how a desktop opens files with the app): the arguments
+    that are no subcommand and end in .metagui are bundles for the window to open."""
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    positional = [i for i, a in enumerate(argv) if not a.startswith("-") and not (i and argv[i - 1] == "--db")]
+    if not positional or argv[positional[0]] in commands:
+        return argv, []
+    bundles = [argv[i] for i in positional if argv[i].lower().endswith(".metagui")]
+    return [a for a in argv if a not in bundles], bundles
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="metagui", description="MetaGUI: a desktop workbench for meta-learning.")
+    from metagui import __version__
+
+    p = argparse.ArgumentParser(prog="metagui", description="MetaGUI: a desktop workbench for meta-learning.",
+                                epilog="metagui BUNDLE.metagui ... opens the app with these bundles added to Runs.")
+    p.add_argument("--version", action="version", version=f"metagui {__version__}")
     p.add_argument("--db", help="run store database (default: METAGUI_DB or the user data folder)")
     p.add_argument("--demo", action="store_true", help="open the app on the built-in demo project")
     sub = p.add_subparsers(dest="command")

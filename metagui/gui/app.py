@@ -28,7 +28,18 @@ XCB_LIBS = [
 ]
 
 
-def qt_preflight(environ: dict | None = None, find_library=ctypes.util.find_library) -> str | None:
+def find_system_or_bundled_library(name: str) -> str | None:
+    """ctypes.util.find_library, and in a frozen app (PyInstaller) also the libraries it carries."""
+    found = ctypes.util.find_library(name)
+    bundled = getattr(sys, "_MEIPASS", None)
+    if found is None and getattr(sys, "frozen", False) and bundled:
+        import glob
+
+        found = next(iter(sorted(glob.glob(os.path.join(bundled, f"lib{name}.so*")))), None)
+    return found
+
+
+def qt_preflight(environ: dict | None = None, find_library=find_system_or_bundled_library) -> str | None:
     """None when Qt can open a window here; otherwise one readable paragraph saying why.
 
     Qt aborts the process when its X11 plugin cannot start; we check first where the
@@ -123,8 +134,15 @@ def show_startup_error(message: str, hint: str = "") -> None:
     box.exec()
 
 
-def run_app(db: str | None = None, demo: bool = False, argv: list[str] | None = None) -> int:
-    """Open the main window (on the last project, or the demo on first launch); the exit code."""
+def run_app(db: str | None = None, demo: bool = False, argv: list[str] | None = None,
+            bundles: list[str] | None = None) -> int:
+    """Open the main window (on the last project, or the demo on first launch), adding these
+    .metagui bundles to Runs; the exit code.
+
+    METAGUI_FIRST_WINDOW_EXIT=1 (for start-up measurements, e.g. installer/linux/smoke.sh):
+    once the window has been shown and painted, print ``first window at <unix time>`` on stdout
+    and quit; METAGUI_FIRST_WINDOW_SHOT=FILE.png also saves a screenshot of the screen then.
+    """
     problem = qt_preflight()
     if problem:
         print(f"metagui: {problem}", file=sys.stderr)
@@ -154,4 +172,21 @@ def run_app(db: str | None = None, demo: bool = False, argv: list[str] | None = 
     ticker.timeout.connect(lambda: None)
     window.show()
     log.info("MetaGUI started with run store %s", window.state.db_path)
+    for path in bundles or []:  # opened from a file manager: add them, say so in the banner
+        QTimer.singleShot(0, lambda path=path: (window.go("export"), window.export_page.open_bundle(path)))
+    if os.environ.get("METAGUI_FIRST_WINDOW_EXIT") == "1":
+        QTimer.singleShot(0, lambda: _report_first_window(app, window))
     return int(app.exec())
+
+
+def _report_first_window(app, window) -> None:
+    import time
+
+    window.repaint()  # painted, not just mapped
+    app.processEvents()
+    print(f"first window at {time.time():.3f}", flush=True)
+    shot = os.environ.get("METAGUI_FIRST_WINDOW_SHOT")
+    if shot:
+        screen = window.screen() or app.primaryScreen()
+        screen.grabWindow(0).save(shot)
+    window.close()
