@@ -582,13 +582,15 @@ def bench_text(banking: str | Path, settings: Sequence[str] = SETTINGS, learners
                 cells.append(f"{_fmt(score):>18}{'*' if beats else ('-' if below else ' ')}")
             echo(f"{algo:<12}" + "".join(c[1:] for c in cells) + f"  {seconds:.0f} s")
         if FROZEN in baselines:
-            echo(f"  learner - {FROZEN}, same episodes (mean ± 95% CI of the difference):")
-            for algo in learners:
+            echo(f"  minus {FROZEN}, same episodes (mean ± 95% CI of the difference):")
+            rows[FROZEN_FIT]["difference"] = {key: {FROZEN: paired(per_episode[FROZEN_FIT, key], per_episode[FROZEN, key])}
+                                              for key in rows[FROZEN_FIT]["scores"]}
+            for method in (FROZEN_FIT, *learners):
                 cells = []
                 for w, k in shapes:
-                    d = rows[algo]["difference"].get(f"{w}-way {k}-shot", {}).get(FROZEN)
+                    d = rows[method]["difference"].get(f"{w}-way {k}-shot", {}).get(FROZEN)
                     cells.append(f"{d[0]:+.3f} ± {d[1]:.3f}" if d else "n/a")
-                echo(f"  {algo:<10}" + "".join(f"{c:>18}" for c in cells))
+                echo(f"  {method:<10}" + "".join(f"{c:>18}" for c in cells))
         report["settings"][name] = {"title": setting.title, "rows": rows}
     echo("\n* = the 95% CI of (learner - best no-learning row), per episode on the same episodes, wholly above 0 "
          "in that column; - = wholly below 0")
