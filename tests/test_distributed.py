@@ -131,6 +131,22 @@ def _rank_pid(tag: str, rank: int) -> int | None:
     return None
 
 
+def _wait_for_steps(proc, db: Path, steps: int, checkpoint: bool = False, timeout: float = 120):
+    """Wait until the launched run has done ``steps`` steps (and, with ``checkpoint``, saved
+    its last checkpoint); returns the store and its runs. Fails if the launcher exits first."""
+    deadline = time.monotonic() + timeout
+    store = None
+    while time.monotonic() < deadline:
+        if db.exists():
+            store = store or RunStore(db)
+            runs = store.runs()
+            if runs and runs[0]["steps_done"] >= steps and (not checkpoint or "last" in store.checkpoints(runs[0]["id"])):
+                return store, runs
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.2)
+    pytest.fail(f"no {'checkpoint after ' if checkpoint else ''}{steps} steps within {timeout:.0f} s")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank's process in /proc")
 def test_a_killed_rank_fails_the_run_and_keeps_the_last_checkpoint(tmp_path):
     cfg = small_config("maml", "sinusoid", steps=100_000, meta_batch=4, inner_steps=1, vectorise="loop")
@@ -140,18 +156,7 @@ def test_a_killed_rank_fails_the_run_and_keeps_the_last_checkpoint(tmp_path):
     db = tmp_path / "runs.db"
     proc = _launch(tmp_path, cfg, db)
     try:
-        deadline = time.monotonic() + 120
-        store = None
-        while time.monotonic() < deadline:
-            if db.exists():
-                store = store or RunStore(db)
-                runs = store.runs()
-                if runs and "last" in store.checkpoints(runs[0]["id"]) and runs[0]["steps_done"] >= 3:
-                    break
-            assert proc.poll() is None, proc.communicate()[1]
-            time.sleep(0.2)
-        else:
-            pytest.fail("no checkpoint within 120 s")
+        store, runs = _wait_for_steps(proc, db, 3, checkpoint=True)
         victim = _rank_pid(str(tmp_path), 1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
@@ -183,18 +188,7 @@ def test_sigterm_stops_every_rank_after_the_same_step(tmp_path):
     db = tmp_path / "runs.db"
     proc = _launch(tmp_path, cfg, db)
     try:
-        deadline = time.monotonic() + 120
-        store = None
-        while time.monotonic() < deadline:
-            if db.exists():
-                store = store or RunStore(db)
-                runs = store.runs()
-                if runs and runs[0]["steps_done"] >= 3:
-                    break
-            assert proc.poll() is None, proc.communicate()[1]
-            time.sleep(0.2)
-        else:
-            pytest.fail("no steps within 120 s")
+        store, runs = _wait_for_steps(proc, db, 3)
         ranks = [_rank_pid(str(tmp_path), r) for r in (0, 1)]
         assert None not in ranks
         proc.send_signal(signal.SIGTERM)  # the launcher (torchrun) forwards it to the ranks

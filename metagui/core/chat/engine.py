@@ -277,9 +277,13 @@ class ChatEngine:
         support = support or self.support
         start = time.perf_counter()
         p = (predictor or ad.predictor).predict(self.encode([message]))[0].float().cpu()
-        latency = (time.perf_counter() - start) * 1000
+        return self._answer(message, p, (time.perf_counter() - start) * 1000, ad.names, support)
+
+    def _answer(self, message: str, p: torch.Tensor, latency: float, names: Sequence[str], support) -> Answer:
+        """The answer to ``message`` from its class probabilities ``p``: the top intent, the
+        next three, and its reply (or the fallback question under the threshold)."""
         order = torch.argsort(p, descending=True).tolist()
-        ranked = [(ad.names[j], float(p[j])) for j in order[:4]]
+        ranked = [(names[j], float(p[j])) for j in order[:4]]
         intent, conf = ranked[0]
         fallback = conf < self.threshold
         if fallback:
@@ -298,16 +302,8 @@ class ChatEngine:
             start = time.perf_counter()
             probs = ad.predictor.predict(self.encode(chunk)).float().cpu()
             latency = (time.perf_counter() - start) * 1000 / max(1, len(chunk))
-            for message, p in zip(chunk, probs, strict=True):
-                order = torch.argsort(p, descending=True).tolist()
-                ranked = [(ad.names[j], float(p[j])) for j in order[:4]]
-                intent, conf = ranked[0]
-                fallback = conf < self.threshold
-                if fallback:
-                    reply = fallback_reply([n for n, _ in ranked], self.pre.modality)
-                else:
-                    reply = self.support.reply(intent) if intent in self.support else default_reply(intent)
-                out.append(Answer(message, intent, conf, ranked[1:4], reply, fallback, latency))
+            out += [self._answer(message, p, latency, ad.names, self.support)
+                    for message, p in zip(chunk, probs, strict=True)]
         return out
 
     def compare(self, message: str) -> tuple[Answer, Answer]:
