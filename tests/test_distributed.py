@@ -131,6 +131,17 @@ def _rank_pid(tag: str, rank: int) -> int | None:
     return None
 
 
+def _launch_endless_maml(tmp_path: Path, val_every: int):
+    """A 2-process second-order MAML run on sines that trains until stopped (100,000 steps):
+    its config, store path and launcher process."""
+    cfg = small_config("maml", "sinusoid", steps=100_000, meta_batch=4, inner_steps=1, vectorise="loop")
+    cfg.training.device = "cpu"
+    cfg.training.val_every = val_every
+    cfg.training.val_episodes = 4
+    db = tmp_path / "runs.db"
+    return cfg, db, _launch(tmp_path, cfg, db)
+
+
 def _wait_for_steps(proc, db: Path, steps: int, checkpoint: bool = False, timeout: float = 120):
     """Wait until the launched run has done ``steps`` steps (and, with ``checkpoint``, saved
     its last checkpoint); returns the store and its runs. Fails if the launcher exits first."""
@@ -149,12 +160,7 @@ def _wait_for_steps(proc, db: Path, steps: int, checkpoint: bool = False, timeou
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank's process in /proc")
 def test_a_killed_rank_fails_the_run_and_keeps_the_last_checkpoint(tmp_path):
-    cfg = small_config("maml", "sinusoid", steps=100_000, meta_batch=4, inner_steps=1, vectorise="loop")
-    cfg.training.device = "cpu"
-    cfg.training.val_every = 2
-    cfg.training.val_episodes = 4
-    db = tmp_path / "runs.db"
-    proc = _launch(tmp_path, cfg, db)
+    cfg, db, proc = _launch_endless_maml(tmp_path, val_every=2)
     try:
         store, runs = _wait_for_steps(proc, db, 3, checkpoint=True)
         victim = _rank_pid(str(tmp_path), 1)
@@ -181,12 +187,7 @@ def test_a_killed_rank_fails_the_run_and_keeps_the_last_checkpoint(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")
 def test_sigterm_stops_every_rank_after_the_same_step(tmp_path):
-    cfg = small_config("maml", "sinusoid", steps=100_000, meta_batch=4, inner_steps=1, vectorise="loop")
-    cfg.training.device = "cpu"
-    cfg.training.val_every = 1000
-    cfg.training.val_episodes = 4
-    db = tmp_path / "runs.db"
-    proc = _launch(tmp_path, cfg, db)
+    cfg, db, proc = _launch_endless_maml(tmp_path, val_every=1000)
     try:
         store, runs = _wait_for_steps(proc, db, 3)
         ranks = [_rank_pid(str(tmp_path), r) for r in (0, 1)]

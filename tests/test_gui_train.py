@@ -124,16 +124,22 @@ def test_smoothing_can_be_turned_off(window, qtbot):
     assert series.alpha == 0.5 and len(series._smooth) == 3
 
 
-def test_training_a_sine_regressor_with_maml_shows_mse_and_adaptation(window, qtbot, wait_until):
+def maml_on_sines(window, qtbot, inner_steps: int, eval_steps: int):
+    """As a user clicks: the sinusoid data loaded, MAML with these inner and test-time steps,
+    the Train page shown (returned)."""
     data = window.data_page
     data.source.setCurrentIndex(data.source.findData("sinusoid"))
     qtbot.mouseClick(data.load_button, Qt.MouseButton.LeftButton)
     alg = window.algorithm_page
     alg.select_algorithm("maml")
-    alg.form.editors["inner_steps"].setValue(2)
-    alg.form.editors["eval_steps"].setValue(3)
-    page = window.train_page
+    alg.form.editors["inner_steps"].setValue(inner_steps)
+    alg.form.editors["eval_steps"].setValue(eval_steps)
     window.go("train")
+    return window.train_page
+
+
+def test_training_a_sine_regressor_with_maml_shows_mse_and_adaptation(window, qtbot, wait_until):
+    page = maml_on_sines(window, qtbot, inner_steps=2, eval_steps=3)
     budget(qtbot, page, 6, 3, 4)
     qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
     wait_until(lambda: not page.running, 60, "training")
@@ -163,15 +169,7 @@ def test_two_processes_from_the_train_page_followed_live(window, qtbot, wait_unt
     """Processes / GPUs: 2 launches `metagui train --nproc 2` (torchrun) as a child process;
     the Train page draws its curves from the store, Pause / Resume / Stop reach the ranks, and
     the Runs page lists the run with its 2 processes."""
-    data = window.data_page
-    data.source.setCurrentIndex(data.source.findData("sinusoid"))
-    qtbot.mouseClick(data.load_button, Qt.MouseButton.LeftButton)
-    alg = window.algorithm_page
-    alg.select_algorithm("maml")
-    alg.form.editors["inner_steps"].setValue(1)
-    alg.form.editors["eval_steps"].setValue(2)
-    page = window.train_page
-    window.go("train")
+    page = maml_on_sines(window, qtbot, inner_steps=1, eval_steps=2)
     budget(qtbot, page, 1_000_000, 1000, 4)
     set_spin(qtbot, page.processes, 2)
     qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
