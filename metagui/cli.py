@@ -213,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt = bsub.add_parser("train", help="second-order MAML meta-step time, gradient agreement and peak memory: MetaGUI "
                          "vs higher, learn2learn and a plain torch.func loop, interleaved, on the same models")
     bt.add_argument("--models", default="mlp,conv4,text", help="of mlp, conv4, text")
-    bt.add_argument("--impls", default="functional,higher,learn2learn,metagui,metagui-loop,metagui-vmap",
-                    help="implementations (functional, the reference, always runs)")
+    bt.add_argument("--impls", default="",
+                    help="implementations, of functional, higher, learn2learn, metagui, metagui-loop, metagui-vmap, "
+                    "metagui-threads (default: all; functional, the reference, always runs)")
     bt.add_argument("--rounds", type=int, default=5, help="timed meta-steps per implementation and model")
     bt.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, as the app)")
     bt.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")

@@ -223,18 +223,22 @@ def sine_batch(t=4, k=5, q=5, seed=0):
 
 
 @pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "reptile"])
-def test_every_batching_mode_meta_trains_to_the_same_weights(name):
-    """vmap, the per-task loop and auto (whichever it picks) are one computation."""
+def test_every_batching_mode_meta_trains_to_the_same_weights(name, tmp_path, monkeypatch):
+    """vmap, the per-task loop, threads and auto (whichever it picks) are one computation."""
+    monkeypatch.setenv("METAGUI_DATA_DIR", str(tmp_path))  # auto measures afresh
+    torch.set_num_threads(2)  # threads is timed only where torch has several
     batch, weights = sine_batch(), {}
-    for mode in ("loop", "vmap", "auto"):
+    for mode in ("loop", "vmap", "threads", "auto"):
         torch.manual_seed(0)
         learner = algorithms.create(name, MLP(1, 16, 2), 0, {"vectorise": mode, "inner_steps": 3, "inner_lr": 0.05})
         for _ in range(3):
             learner.meta_step(batch)
         weights[mode] = torch.cat([p.detach().flatten() for p in learner.parameters()])
         if mode == "auto":
-            assert learner.batching["mode"] in ("vmap", "loop") and set(learner.batching["ms"]) == {"vmap", "loop"}
+            assert set(learner.batching["ms"]) == {"vmap", "loop", "threads"}
+            assert learner.batching["mode"] in learner.batching["ms"]
     assert (weights["loop"] - weights["vmap"]).abs().max() < 1e-5
+    assert (weights["loop"] - weights["threads"]).abs().max() < 1e-5
     assert (weights["auto"] - weights["loop"]).abs().max() < 1e-5
 
 
@@ -265,16 +269,43 @@ def test_vmapped_meta_batches_take_a_backbone_that_draws_random_numbers(name, mo
     assert torch.isfinite(torch.tensor(metrics["loss"])) and not torch.equal(before, after)
 
 
+@pytest.mark.parametrize("mode", ["loop", "threads"])
 @pytest.mark.parametrize("head", ["per_class", "shared"])
-def test_the_loop_backpropagates_task_by_task_to_the_mean_loss_gradient(head):
-    """meta_step's loop frees each task's graph as it goes; its gradient is the mean loss's."""
+def test_the_loop_backpropagates_task_by_task_to_the_mean_loss_gradient(head, mode):
+    """meta_step's loop frees each task's graph as it goes, on one thread or several; its
+    gradient is the mean loss's, and torch's thread count is as before."""
     torch.manual_seed(0)
+    torch.set_num_threads(2)
     learner = algorithms.create("maml", Conv4(1, 8, 16), 3,
                                 {"inner_steps": 2, "inner_lr": 0.1, "head": head, "vectorise": "loop"}).double()
-    batch = image_batch(dtype=torch.float64)
+    batch = image_batch(t=3, dtype=torch.float64)
     whole = meta_gradient(learner, batch)  # outer_loss: the mean of the tasks' losses, one backward
     learner.zero_grad()
-    learner.meta_work(batch, "loop")
+    learner.meta_work(batch, mode)
     by_task = {k: p.grad for k, p in learner.fast_params().items()}
     for k, g in whole.items():
         torch.testing.assert_close(by_task[k], g, rtol=1e-10, atol=1e-12)
+    assert torch.get_num_threads() == 2
+
+
+def test_threads_refuse_a_backbone_that_draws_random_numbers():
+    """Tasks on several threads would draw token-dropout masks in a changing order."""
+    from metagui.core.models import NgramEncoder
+
+    learner = algorithms.create("maml", NgramEncoder(1 << 10, 4, 64), 3, {"vectorise": "threads", "inner_steps": 1})
+    ids = torch.randint(0, 1 << 10, (2, 6, 12))
+    batch = EpisodeBatch(ids, torch.arange(3).repeat(2).expand(2, -1), ids, torch.arange(3).repeat(2).expand(2, -1), 3)
+    with pytest.raises(ConfigError, match="draws random numbers"):
+        learner.meta_step(batch)
+
+
+def test_conv4_batch_norm_is_the_same_fused_and_written_out():
+    """The fused kernel (the loop) and plain tensor ops (vmap) compute one function."""
+    torch.manual_seed(0)
+    net = Conv4(1, 4, 16).double()
+    x = torch.rand(6, 1, 16, 16, dtype=torch.float64)
+    fused = net(x)
+    from torch.func import functional_call, vmap
+
+    written = vmap(lambda p, v: functional_call(net, p, (v,)), in_dims=(None, 0))(dict(net.named_parameters()), x[None])[0]
+    torch.testing.assert_close(fused, written, rtol=1e-10, atol=1e-12)

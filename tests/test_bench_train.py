@@ -14,6 +14,7 @@ import torch
 
 from metagui.bench import peers, train
 from metagui.bench.peers import IMPLS, REFERENCE, ModelSpec, available
+from metagui.core.algorithms import batching
 from metagui.core.data.catalog import DATA_DIR_ENV
 
 TINY = {
@@ -41,7 +42,7 @@ def test_every_implementation_meta_trains_with_the_reference_gradient(name):
     rows, out = run([name])
     assert [r["impl"] for r in rows] == list(IMPLS)
     present = [r for r in rows if r["available"]]
-    assert {"functional", "higher", "metagui", "metagui-loop", "metagui-vmap"} <= {r["impl"] for r in present}
+    assert {"functional", "higher", "metagui", "metagui-loop", "metagui-vmap", "metagui-threads"} <= {r["impl"] for r in present}
     for r in present:
         assert r["agrees"] and r["grad_rel64"] <= train.TOLERANCE, (r["impl"], r["grad_rel64"])
         assert r["grad_rel"] <= train.F32_NOTE, (r["impl"], r["grad_rel"])
@@ -51,9 +52,10 @@ def test_every_implementation_meta_trains_with_the_reference_gradient(name):
     assert ref["vs_reference"] == 1.0 and ref["grad_diff"] == ref["grad_diff64"] == 0.0
     assert ref["q1"] <= ref["ms"] <= ref["q3"]
     auto = next(r for r in rows if r["impl"] == "metagui")
-    # auto calibrated in this run (a throwaway folder), timing both modes
-    assert auto["mode"] in ("vmap", "loop") and auto["calibration"]["measured"]
-    assert set(auto["calibration"]["ms"]) == {"vmap", "loop"}
+    # auto calibrated in this run (a throwaway folder), timing every mode this machine has
+    modes = batching.modes(torch.device("cpu"))
+    assert auto["mode"] in modes and auto["calibration"]["measured"]
+    assert set(auto["calibration"]["ms"]) == set(modes)
     table = [line for line in out.splitlines() if line.startswith("  ") and "metagui auto:" not in line]
     assert len(table) == 1 + len(IMPLS)  # header + one row per implementation
     assert f"{'functional':<22}" in out and "reference" in out and "DIFFERS" not in out

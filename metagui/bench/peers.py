@@ -11,7 +11,8 @@ is from the reference).
 - ``learn2learn``: ``l2l.algorithms.MAML``, ``clone`` and ``adapt`` per task, backward per
   task (as its examples do).
 - ``metagui``: MetaGUI's MAML as shipped (``vectorise = "auto"``: the first meta-batch times
-  vmap and the loop, the faster is kept); ``metagui-loop`` and ``metagui-vmap`` force one.
+  vmap, the loop and threads, the fastest is kept); ``metagui-loop``, ``metagui-vmap`` and
+  ``metagui-threads`` force one.
 
 Each peer owns a copy of the weights and its own Adam meta-optimiser, so a meta-step is the
 same work everywhere: zero the gradients, the meta-gradient, one Adam step.
@@ -39,7 +40,7 @@ from metagui.core import algorithms
 from metagui.core.algorithms.base import MetaLearner
 from metagui.core.tasks import EpisodeBatch
 
-IMPLS = ("functional", "higher", "learn2learn", "metagui", "metagui-loop", "metagui-vmap")
+IMPLS = ("functional", "higher", "learn2learn", "metagui", "metagui-loop", "metagui-vmap", "metagui-threads")
 REFERENCE = "functional"
 # why a peer may be missing (printed in its row instead of numbers)
 ABSENT = {
@@ -286,7 +287,7 @@ class MetaGUI:
 
 
 PEERS: dict[str, type[Peer]] = {"functional": Functional, "higher": Higher, "learn2learn": Learn2Learn}
-VECTORISE = {"metagui": "auto", "metagui-loop": "loop", "metagui-vmap": "vmap"}
+VECTORISE = {"metagui": "auto", "metagui-loop": "loop", "metagui-vmap": "vmap", "metagui-threads": "threads"}
 
 
 def build(spec: ModelSpec, impls: list[str], device: torch.device, seed: int = 0) -> dict[str, Peer | MetaGUI]:

@@ -1,26 +1,81 @@
 """How the tasks of a meta-batch run: ``vmap`` (all tasks in one ``torch.func.vmap`` call per
-step) or ``loop`` (one task after the other). Which is faster depends on the model, the batch
-shape, the device and the machine: vmap wins by several times on small models (the sinusoid
-MLP, the text encoders), the loop can win on convolutional ones on the CPU (``metagui bench
-train``). ``vectorise = "auto"`` times both on the run's first meta-batch, without updating
-any weight, and keeps the faster; the choice is remembered per machine, model, batch shape,
-device, thread count and torch version (``calibration.json`` in the user data folder), so it
-is measured once.
+step), ``loop`` (one task after the other) or, on the CPU, ``threads`` (the loop's tasks spread
+over torch's CPU threads, each task on one thread). Which is faster depends on the model, the
+batch shape, the device and the machine: vmap wins by several times on small models (the
+sinusoid MLP), threads on convolutional ones on the CPU, whose small per-task convolutions
+gain little from several threads each (``metagui bench train``). ``vectorise = "auto"`` times
+each on the run's first meta-batch, without updating any weight, and keeps the fastest; the
+choice is remembered per machine, model, batch shape, device, thread count and torch version
+(``calibration.json`` in the user data folder), so it is measured once.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 from metagui.core.files import save_cache_json
 
-MODES = ("vmap", "loop")
+MODES = ("vmap", "loop", "threads")
 REPEATS = 4  # per mode; the first of each is a warm-up and does not count
+T = TypeVar("T")
+
+
+def modes(device: torch.device, random_backbone: bool = False) -> tuple[str, ...]:
+    """The modes worth timing here: threads only on a CPU with several torch threads, for a
+    backbone that draws no random numbers (their order would change from run to run)."""
+    threads = device.type == "cpu" and torch.get_num_threads() > 1 and not random_backbone
+    return MODES if threads else tuple(m for m in MODES if m != "threads")
+
+
+def replica(module: nn.Module) -> nn.Module:
+    """A copy of ``module``'s structure that holds the very same parameters and buffers (no
+    tensor is copied). ``torch.func.functional_call`` swaps a module's parameters for the
+    length of a call, so tasks on several threads each need their own module objects."""
+    twin = copy.copy(module)
+    twin._parameters = dict(module._parameters)
+    twin._buffers = dict(module._buffers)
+    twin._modules = {k: None if m is None else replica(m) for k, m in module._modules.items()}
+    return twin
+
+
+def spread(work: list[Callable[[int], T]]) -> list[T]:
+    """Each of ``work`` on one of torch's CPU threads, their results in order; each is given
+    its worker's number (0 up to the number of workers), for a per-worker ``replica``.
+
+    For the call, torch runs one intra-op thread (on each worker; the setting is
+    process-wide, and is restored after): small per-task operations spend more on handing
+    work between threads than they gain from it, while whole tasks side by side keep every
+    core busy. The workers end with the call: OpenMP throttles the spin-waiting of torch's
+    own threads for as long as more threads that ran OpenMP work are alive than there are
+    cores, which made every later multi-threaded operation up to three times slower."""
+    workers = min(len(work), torch.get_num_threads())
+    if workers < 2:
+        return [w(0) for w in work]
+    numbers = iter(range(workers))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, "metagui-task", initializer=_number, initargs=(numbers,)) as pool:
+            return [f.result() for f in [pool.submit(lambda w=w: w(_worker.number)) for w in work]]
+    finally:
+        torch.set_num_threads(previous)
+
+
+_worker = threading.local()
+
+
+def _number(numbers) -> None:
+    _worker.number = next(numbers)
 
 
 def calibration_path() -> Path:
@@ -53,7 +108,8 @@ def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = 
     under ``key``: ``{"mode", "ms": {mode: fastest ms}, "measured": bool}``."""
     path = path or calibration_path()
     known = _read(path).get(key)
-    if isinstance(known, dict) and known.get("mode") in trials:
+    # remembered for these very modes (a newer MetaGUI may bring one more to time)
+    if isinstance(known, dict) and known.get("mode") in trials and set(known.get("ms") or ()) == set(trials):
         return {**known, "measured": False}
     times: dict[str, list[float]] = {m: [] for m in trials}
     order = list(trials)
