@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--run", type=int, default=None, help="serve this run of --db instead of training one")
     bs.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     bs.set_defaults(func=cmd_bench_serve)
+    bg = bsub.add_parser("gui", help="how smooth the main window stays while Conv-4 MAML trains in it: the longest "
+                         "stall of a 10 ms heartbeat on the GUI thread, per batching mode")
+    bg.add_argument("--steps", type=int, default=30, help="meta-steps per run")
+    bg.add_argument("--modes", default="auto,loop", help="batching modes, of auto, loop, threads, vmap")
+    bg.add_argument("--load", action="store_true", help="a second process spins on one core meanwhile")
+    bg.set_defaults(func=cmd_bench_gui)
     return p
 
 
@@ -897,6 +903,13 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     from metagui.bench.serve import bench_serve
 
     bench_serve(clients=args.clients, requests=args.requests, steps=args.steps, db=args.db, run_id=args.run)
+    return 0
+
+
+def cmd_bench_gui(args: argparse.Namespace) -> int:
+    from metagui.bench.gui import bench_gui
+
+    bench_gui(steps=args.steps, modes=[m.strip() for m in args.modes.split(",") if m.strip()], load=args.load)
     return 0
 
 

