@@ -166,3 +166,16 @@ def test_catalog_download_can_be_cancelled(window, qtbot, wait_until, banking_se
     wait_until(lambda: not page.busy, what="the cancel")
     assert page.banner.level == "info" and "cancelled" in page.banner.message()
     assert not window.state.dataset_ready  # the config asks for banking77, which is not loaded
+
+
+def test_a_run_reopened_while_the_demo_still_loads_gets_its_own_data(make_window, wait_until):
+    """Reopening a run's settings while another dataset loads loads the run's once that is done."""
+    from metagui.core.presets import default_config
+
+    window = make_window(ready=False)
+    assert window.data_page.busy  # the demo intents are still loading
+    cfg = default_config("maml", "glyphs")
+    cfg.dataset.n_alphabets, cfg.dataset.characters_per_alphabet, cfg.dataset.drawers = 2, 6, 8
+    window.reopen_config(cfg)
+    wait_until(lambda: window.state.dataset_ready and not window.data_page.busy, 60, "the run's glyphs")
+    assert window.state.dataset.modality.value == "image" and len(window.state.dataset.classes) == 12

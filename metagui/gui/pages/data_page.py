@@ -97,6 +97,7 @@ class DataPage(QWidget):
         self.state = state
         self.downloader = Downloader()  # tests and mirrors replace this
         self.task: BackgroundTask | None = None
+        self._load_when_done = False  # ensure_loaded while busy: load again once done
         self._phase = 0
         self._last_done = 0
         self.drafts: dict[str, ConfigDraft] = {}
@@ -587,10 +588,16 @@ class DataPage(QWidget):
         self.progress.end()
         self.load_button.setEnabled(True)
         self.task = None
+        if self._load_when_done:  # a project or run was opened while the previous data loaded
+            self._load_when_done = False
+            self.ensure_loaded()
 
     def ensure_loaded(self) -> None:
-        """Load the configured dataset unless it is loaded already (project opened, run reopened)."""
-        if not self.state.dataset_ready and not self.busy:
+        """Load the configured dataset unless it is loaded already (project opened, run
+        reopened); while another load runs, once it is done."""
+        if self.busy:
+            self._load_when_done = True
+        elif not self.state.dataset_ready:
             self.load()
         elif self.state.config.dataset.source == "sinusoid":
             self.state.set_dataset(None, self.state.config.dataset)
