@@ -309,3 +309,22 @@ def test_conv4_batch_norm_is_the_same_fused_and_written_out():
 
     written = vmap(lambda p, v: functional_call(net, p, (v,)), in_dims=(None, 0))(dict(net.named_parameters()), x[None])[0]
     torch.testing.assert_close(fused, written, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+def test_the_inner_loop_never_waits_for_the_gpu():
+    """No host-device synchronisation inside a meta-batch's work (issue 16): the GPU queue
+    stays full. The metrics' floats come after it, in meta_step."""
+    b = image_batch()
+    batch = EpisodeBatch(b.support_x.cuda(), b.support_y.cuda(), b.query_x.cuda(), b.query_y.cuda(), b.n_way)
+    for name in ("maml", "fomaml", "metasgd"):
+        for mode in ("loop", "vmap"):
+            torch.manual_seed(0)
+            learner = algorithms.create(name, Conv4(1, 8, 16), 3, {"inner_steps": 2, "inner_lr": 0.1}).cuda()
+            learner.meta_work(batch, mode)  # warm-up: cuDNN picks its kernels
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                learner.meta_work(batch, mode)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
