@@ -516,14 +516,18 @@ class Reptile(GradientLearner):
         if mode == "threads":
             _check_threads_allowed(self.backbone)
             twins = self.replicas(min(batch.n_tasks, torch.get_num_threads()))
-            done = batching.spread([lambda w, t=t: twins[w].task_move(base, batch, t, steps) for t in range(batch.n_tasks)])
-        else:
-            done = [self.task_move(base, batch, t, steps) for t in range(batch.n_tasks)]
+            done = iter(batching.spread([lambda w, t=t: twins[w].task_move(base, batch, t, steps)
+                                         for t in range(batch.n_tasks)]))
+        else:  # one task's adapted weights alive at a time
+            done = (self.task_move(base, batch, t, steps) for t in range(batch.n_tasks))
         delta = {k: torch.zeros_like(v) for k, v in base.items()}
-        for move, _, _ in done:  # in task order, whichever thread computed them
+        losses, metrics = [], []
+        for move, loss, metric in done:  # in task order, whichever thread computed them
             for k in delta:
                 delta[k] += move[k] / batch.n_tasks
-        return delta, torch.stack([d[1] for d in done]), torch.stack([d[2] for d in done])
+            losses.append(loss)
+            metrics.append(metric)
+        return delta, torch.stack(losses), torch.stack(metrics)
 
     def task_move(self, base: Params, batch: EpisodeBatch, t: int, steps: int) -> tuple[Params, torch.Tensor, torch.Tensor]:
         """Task ``t``: the move from ``base`` to its SGD-adapted weights, its query loss and metric."""
