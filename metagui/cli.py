@@ -374,6 +374,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 args.verbose)
         elif quiet:
             return
+        elif kind == "batching":
+            print(f"  {ev['message']}", flush=True)
         elif kind == "metrics":
             now = time.monotonic()
             if now - last_print[0] > 1.0:

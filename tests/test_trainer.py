@@ -147,3 +147,19 @@ def test_bad_settings_fail_with_a_readable_error(tmp_path):
     cfg.task.way = 500
     with pytest.raises(ConfigError, match="500-way needs 500 train classes"):
         Experiment.prepare(cfg)
+
+
+def test_the_log_says_how_auto_batches_the_tasks(tmp_path, monkeypatch):
+    """vectorise = auto's choice, with the times behind it, is in the run's log once."""
+    from tests.helpers import small_config
+
+    monkeypatch.setenv("METAGUI_DATA_DIR", str(tmp_path / "data"))
+    torch.set_num_threads(2)
+    cfg = small_config("maml", "glyphs", steps=2, inner_steps=1, meta_batch=2, vectorise="auto")
+    cfg.dataset.image_size = 16  # 4 pools leave 1 px: a quick calibration
+    events: list[dict] = []
+    result = Trainer(cfg, RunStore(tmp_path / "r.db"), events.append).run()
+    assert result.status == "completed"
+    lines = [e["message"] for e in events if e["kind"] == "batching"]
+    assert len(lines) == 1 and lines[0].startswith("Tasks run by ")
+    assert all(f"{m} " in lines[0] for m in ("loop", "vmap", "threads")) and "timed on this run's first" in lines[0]

@@ -359,6 +359,10 @@ class Trainer:
                     m["allreduce_ms"] = self.dist.reduce_s * 1e3  # rank 0's wait for the gradients
                 dt = time.perf_counter() - t0
                 step += 1
+                if step == start_step + 1 and getattr(learner, "batching", None):
+                    from metagui.core.algorithms.batching import describe
+
+                    self.emit("batching", message=describe(learner.batching))
                 finite_weights = _finite(learner)  # the loss comes before the update: check both
                 if not finite_weights or not all(math.isfinite(v) for v in m.values()):
                     raise _Diverged(f"loss {m.get('loss')}" if finite_weights else "non-finite weights")

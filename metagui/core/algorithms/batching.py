@@ -128,6 +128,13 @@ def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = 
     return {**result, "measured": True}
 
 
+def describe(choice: dict) -> str:
+    """One line on what ``vectorise = "auto"`` chose (``choose``'s answer), for the run's log."""
+    times = ", ".join(f"{m} {ms:,.0f} ms" for m, ms in sorted(choice["ms"].items(), key=lambda kv: kv[1]))
+    how = "timed on this run's first meta-batch" if choice.get("measured") else "remembered from an earlier run here"
+    return f"Tasks run by {choice['mode']} (vectorise = auto; per meta-step {times}; {how})"
+
+
 def synchronise(device: torch.device) -> None:
     """Wait for queued GPU work, so that a timing covers it (nothing to wait for on the CPU)."""
     if device.type == "cuda":

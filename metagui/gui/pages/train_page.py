@@ -466,7 +466,7 @@ class TrainPage(QWidget):
                 self.progress.setFormat("%v / %m steps")
                 self._log(f"Training on {ev.get('device')}")
                 self.state.training_changed.emit()
-            elif kind == "log":
+            elif kind in ("log", "batching"):
                 self._log(ev.get("message", ""))
             elif kind == "progress":
                 total = ev.get("total") or 0
