@@ -113,6 +113,17 @@ class Trainer:
         self._last_saved: int | None = None  # step of the newest "last" checkpoint of this run
 
     # --- helpers ----------------------------------------------------------------------------
+    def _calibrate(self, learner, batch) -> None:
+        """``vectorise = "auto"``'s timing, before the first step and outside its time; the log
+        says what was chosen and why."""
+        from metagui.core.algorithms.batching import describe
+
+        if learner.hp.get("vectorise") == "auto":
+            self.log("Choosing how to run a meta-batch's tasks (vectorise = auto)...")
+        choice = learner.calibrate(batch)
+        if choice:
+            self.emit("batching", message=describe(choice))
+
     def emit(self, kind: str, **data: Any) -> None:
         self.on_event({"kind": kind, "run_id": self.run_id, **data})
 
@@ -351,6 +362,8 @@ class Trainer:
                 if self.dist is not None:
                     batch = self.dist.take(batch)
                 batch = batch.to(device)
+                if step == start_step:
+                    self._calibrate(learner, batch)
                 torch.manual_seed(step_torch_seed(cfg.seed, step))  # dropout, sampling: the same on a resume
                 t0 = time.perf_counter()
                 m = learner.meta_step(batch)
@@ -359,10 +372,6 @@ class Trainer:
                     m["allreduce_ms"] = self.dist.reduce_s * 1e3  # rank 0's wait for the gradients
                 dt = time.perf_counter() - t0
                 step += 1
-                if step == start_step + 1 and getattr(learner, "batching", None):
-                    from metagui.core.algorithms.batching import describe
-
-                    self.emit("batching", message=describe(learner.batching))
                 finite_weights = _finite(learner)  # the loss comes before the update: check both
                 if not finite_weights or not all(math.isfinite(v) for v in m.values()):
                     raise _Diverged(f"loss {m.get('loss')}" if finite_weights else "non-finite weights")

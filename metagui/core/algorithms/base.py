@@ -188,6 +188,12 @@ class MetaLearner(nn.Module):
         """Called by the trainer before each step with the fraction of training done."""
 
     # --- the contract ----------------------------------------------------------------------
+    def calibrate(self, batch: EpisodeBatch) -> dict | None:
+        """Settle, on a batch of the run's shape, whatever the learner times before its first
+        meta-step (``vectorise = "auto"``), so that the step's own time is the step's; returns
+        the choice made, or None when there is nothing to settle."""
+        return None
+
     def meta_step(self, batch: EpisodeBatch) -> dict[str, float]:
         self.train()
         self.optimizer.zero_grad(set_to_none=True)

@@ -27,6 +27,7 @@ from metagui.core.files import save_cache_json
 
 MODES = ("vmap", "loop", "threads")
 REPEATS = 4  # per mode; the first of each is a warm-up and does not count
+PRUNE = 1.5  # after one timed repeat, modes this many times slower than the fastest are not timed again
 T = TypeVar("T")
 
 
@@ -119,6 +120,9 @@ def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = 
             trials[mode]()
             if rep:
                 times[mode].append(clock() - start)
+        if rep == 1:  # a mode far behind after its first timed repeat cannot win: stop timing it
+            best = min(t[0] for t in times.values())
+            order = [m for m in order if times[m][0] <= PRUNE * best]
     # the fastest repeat: other work on the machine only ever adds time to a measurement
     ms = {m: round(1000 * min(t), 3) for m, t in times.items()}
     result = {"mode": min(ms, key=ms.__getitem__), "ms": ms}

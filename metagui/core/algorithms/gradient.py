@@ -159,9 +159,21 @@ class GradientLearner(MetaLearner):
         self.batching = self._modes[key]
         return self.batching["mode"]
 
+    def calibrate(self, batch: EpisodeBatch) -> dict | None:
+        if self.hp.get("vectorise") != "auto":
+            return None
+        self.train()
+        self.task_mode(batch, self.meta_first_order)
+        return self.batching
+
+    @property
+    def meta_first_order(self) -> bool:
+        """Whether meta-training's inner loops are first order (the batching choice's key)."""
+        return self.first_order
+
     def meta_step(self, batch: EpisodeBatch) -> dict[str, Any]:
         self.train()
-        mode = self.task_mode(batch, self.first_order)
+        mode = self.task_mode(batch, self.meta_first_order)
         self.optimizer.zero_grad(set_to_none=True)
         loss, per_task = self.meta_work(batch, mode)
         penalty = self.regulariser()
@@ -478,6 +490,8 @@ class Reptile(GradientLearner):
         )
         return common + cls.hyperparams
 
+    meta_first_order = True  # Reptile's inner loops never differentiate through themselves
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hp["meta_lr"])
 
@@ -488,7 +502,7 @@ class Reptile(GradientLearner):
 
     def meta_step(self, batch: EpisodeBatch) -> dict[str, Any]:
         self.train()
-        delta, losses, metrics = self.task_deltas(batch, self.task_mode(batch, True))
+        delta, losses, metrics = self.task_deltas(batch, self.task_mode(batch, self.meta_first_order))
         self.optimizer.zero_grad(set_to_none=True)
         for k, p in self.fast_params().items():
             p.grad = delta[k]
