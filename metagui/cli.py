@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--steps", type=int, default=30, help="meta-steps per run")
     bg.add_argument("--modes", default="auto,loop", help="batching modes, of auto, loop, threads, vmap")
     bg.add_argument("--load", action="store_true", help="a second process spins on one core meanwhile")
+    bg.add_argument("--threads", type=int, default=0, help="torch threads in the training worker (0: the Train page's "
+                    "own choice, every core but one)")
     bg.set_defaults(func=cmd_bench_gui)
     return p
 
@@ -911,7 +913,8 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 def cmd_bench_gui(args: argparse.Namespace) -> int:
     from metagui.bench.gui import bench_gui
 
-    bench_gui(steps=args.steps, modes=[m.strip() for m in args.modes.split(",") if m.strip()], load=args.load)
+    bench_gui(steps=args.steps, modes=[m.strip() for m in args.modes.split(",") if m.strip()], load=args.load,
+              threads=args.threads)
     return 0
 
 

@@ -25,10 +25,11 @@ LATE_MS = 50.0
 _SPIN = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
 
-def bench_gui(steps: int = 30, modes: list[str] | None = None, load: bool = False, timeout_s: float = 600.0,
-              echo=print) -> list[dict]:
+def bench_gui(steps: int = 30, modes: list[str] | None = None, load: bool = False, threads: int = 0,
+              timeout_s: float = 600.0, echo=print) -> list[dict]:
     """One row per batching mode: the mode (auto: its choice), seconds per meta-step, the
-    longest stall and the beats more than ``LATE_MS`` late."""
+    longest stall and the beats more than ``LATE_MS`` late. ``threads``: torch's threads in the
+    training worker (0: the Train page's own choice, every core but one)."""
     modes = list(modes or ("auto", "loop"))
     unknown = [m for m in modes if m not in MODES]
     if unknown or steps < 1:
@@ -74,15 +75,17 @@ def bench_gui(steps: int = 30, modes: list[str] | None = None, load: bool = Fals
         window.reopen_config(cfg)
         wait(lambda: window.state.dataset_ready, "the glyphs to load")
         wait(lambda: not getattr(window, "_warm_task", None) or not window._warm_task.running, "start-up")
-        import torch
-
+        tp = window.train_page
+        if threads:
+            tp.threads = threads
         echo(f"MAML (second order) on the built-in glyphs in the main window ({app.platformName()}): Conv-4, "
              f"5-way {cfg.task.shot}-shot, meta-batch {cfg.algorithm.hyperparams['meta_batch']}, "
-             f"{cfg.algorithm.hyperparams['inner_steps']} inner steps, {steps} meta-steps with validation; torch "
-             f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs" + ("; a second process spins on one core" if load else ""))
+             f"{cfg.algorithm.hyperparams['inner_steps']} inner steps, {steps} meta-steps with validation; "
+             f"{tp.threads} torch thread{'s' * (tp.threads > 1)} in the training worker"
+             f"{'' if threads else ' (the Train page: every core but one)'}, {os.cpu_count()} CPUs"
+             + ("; a second process spins on one core" if load else ""))
         if load:
             spinner = subprocess.Popen([sys.executable, "-c", _SPIN, str(timeout_s * len(modes))])
-        tp = window.train_page
         rows = []
         for mode in modes:
             cfg.algorithm.hyperparams["vectorise"] = mode
