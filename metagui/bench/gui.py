@@ -22,7 +22,7 @@ from metagui.core.errors import ConfigError, MetaGUIError
 
 MODES = ("auto", "loop", "threads", "vmap")
 LATE_MS = 50.0
-_SPIN = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+_SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
 
 def bench_gui(steps: int = 30, modes: list[str] | None = None, load: bool = False, threads: int = 0,
@@ -100,9 +100,7 @@ def bench_gui(steps: int = 30, modes: list[str] | None = None, load: bool = Fals
                 raise MetaGUIError(f"bench gui: the {mode} run ended {result.get('status')}: {result.get('error')}")
             late = [(at - clicked, gap - tp.stall.interval_ms) for at, gap in tp.stall.long_gaps
                     if gap - tp.stall.interval_ms > LATE_MS]
-            chosen = mode
-            if mode == "auto":
-                chosen = f"auto: {_auto_choice(window) or '?'}"
+            chosen = f"auto: {_auto_choice() or '?'}" if mode == "auto" else mode
             rows.append({"mode": chosen, "steps": result.get("steps"), "duration_s": result.get("duration_s"),
                          "max_stall_ms": tp.last_stall_ms, "late_beats": len(late), "beats": tp.stall.beats,
                          "late_at_s": [round(at, 2) for at, _ in late]})
@@ -123,11 +121,11 @@ def bench_gui(steps: int = 30, modes: list[str] | None = None, load: bool = Fals
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _auto_choice(window) -> str | None:
-    """What auto chose: the calibration the run wrote into its (throwaway) data folder."""
-    from metagui.core.algorithms.batching import _read, calibration_path
+def _auto_choice() -> str | None:
+    """What auto chose: the calibration the run remembered in its (throwaway) data folder."""
+    from metagui.core.algorithms.batching import remembered
 
-    entries = [v for v in _read(calibration_path()).values() if isinstance(v, dict)]
+    entries = [v for v in remembered().values() if isinstance(v, dict)]
     return entries[-1].get("mode") if entries else None
 
 

@@ -95,6 +95,11 @@ def calibration_key(learner, batch, first_order: bool) -> str:
         "first-order" if first_order else "second-order"))
 
 
+def remembered() -> dict:
+    """Every choice remembered on this machine, by ``calibration_key``."""
+    return _read(calibration_path())
+
+
 def _read(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
