@@ -313,6 +313,9 @@ def warm_up_torch(progress=None, cancel=None) -> None:
     import torch
     from torch.func import functional_call, vmap
 
+    import metagui.core.checkpoint  # noqa: F401  what the first Train imports (safetensors), here
+    import metagui.core.trainer  # noqa: F401
+
     lin = torch.nn.Linear(2, 2)
     torch.optim.Adam(lin.parameters(), lr=1e-3)
     params = dict(lin.named_parameters())
