@@ -6,6 +6,7 @@ parent's weights."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -94,103 +95,108 @@ def own_store(trained, tmp_path) -> Path:
     return tmp_path / "runs.db"
 
 
-def threaded(db, run_id, token="", max_body=None, start="empty"):
+@contextlib.contextmanager
+def serving(db, run_id, token="", max_body=None, start="empty"):
+    """``metagui serve`` of run ``run_id`` on a free loopback port, in this process."""
     from metagui.serve.deployment import Deployment
     from metagui.serve.server import ThreadedServer
 
-    return ThreadedServer(Deployment(db, run_id, start=start), token=token, max_body=max_body).start()
+    server = ThreadedServer(Deployment(db, run_id, start=start), token=token, max_body=max_body).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def client(db, run_id, **options):
+    """An HTTP client of ``serving(db, run_id, **options)``."""
+    with serving(db, run_id, **options) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
 
 
 # --- the endpoints ------------------------------------------------------------------------------------
 def test_every_endpoint_over_http(trained, tmp_path):
     _, run_id, _ = trained
     db = own_store(trained, tmp_path)
-    server = threaded(db, run_id, max_body=20_000)
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as c:
-            h = c.get("/health").json()
-            assert h["status"] == "ok" and h["run"] == run_id and h["adapted"] is False
-            assert c.post("/predict", json={"messages": ["hello"]}).status_code == 409  # nothing to answer from yet
+    with client(db, run_id, max_body=20_000) as c:
+        h = c.get("/health").json()
+        assert h["status"] == "ok" and h["run"] == run_id and h["adapted"] is False
+        assert c.post("/predict", json={"messages": ["hello"]}).status_code == 409  # nothing to answer from yet
 
-            r = c.post("/adapt", json={"intents": SUPPORT, "threshold": 0.0})
-            assert r.status_code == 200, r.text
-            ad = r.json()
-            assert ad["intents"] == ["lights_on", "weather", "timer"] and ad["examples"] == 9 and ad["adapt_ms"] > 0
+        r = c.post("/adapt", json={"intents": SUPPORT, "threshold": 0.0})
+        assert r.status_code == 200, r.text
+        ad = r.json()
+        assert ad["intents"] == ["lights_on", "weather", "timer"] and ad["examples"] == 9 and ad["adapt_ms"] > 0
 
-            r = c.post("/predict", json={"messages": ["switch on the bedroom light", "will it snow tomorrow"]})
-            assert r.status_code == 200, r.text
-            preds = r.json()["predictions"]
-            assert [p["message"] for p in preds] == ["switch on the bedroom light", "will it snow tomorrow"]
-            for p in preds:
-                confs = [t["confidence"] for t in p["top3"]]
-                assert len(p["top3"]) == 3 and confs == sorted(confs, reverse=True)
-                assert p["top3"][0] == {"intent": p["intent"], "confidence": p["confidence"]}
-                assert {t["intent"] for t in p["top3"]} == {"lights_on", "weather", "timer"}
-                assert p["fallback"] is False  # threshold 0: never the fallback
-            assert preds[0]["reply"] == {"lights_on": "Lights are on.", "weather": "It is sunny."}.get(
-                preds[0]["intent"], preds[0]["reply"])
+        r = c.post("/predict", json={"messages": ["switch on the bedroom light", "will it snow tomorrow"]})
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["message"] for p in preds] == ["switch on the bedroom light", "will it snow tomorrow"]
+        for p in preds:
+            confs = [t["confidence"] for t in p["top3"]]
+            assert len(p["top3"]) == 3 and confs == sorted(confs, reverse=True)
+            assert p["top3"][0] == {"intent": p["intent"], "confidence": p["confidence"]}
+            assert {t["intent"] for t in p["top3"]} == {"lights_on", "weather", "timer"}
+            assert p["fallback"] is False  # threshold 0: never the fallback
+        assert preds[0]["reply"] == {"lights_on": "Lights are on.", "weather": "It is sunny."}.get(
+            preds[0]["intent"], preds[0]["reply"])
 
-            # a threshold above every confidence: each answer is the fallback question
-            assert c.post("/adapt", json={"intents": SUPPORT, "threshold": 1.0}).status_code == 200
-            p = c.post("/predict", json={"messages": ["turn the lamp on"]}).json()["predictions"][0]
-            assert p["fallback"] is True and "not sure" in p["reply"]
+        # a threshold above every confidence: each answer is the fallback question
+        assert c.post("/adapt", json={"intents": SUPPORT, "threshold": 1.0}).status_code == 200
+        p = c.post("/predict", json={"messages": ["turn the lamp on"]}).json()["predictions"][0]
+        assert p["fallback"] is True and "not sure" in p["reply"]
 
-            # feedback: a brand-new intent, recorded before the answer, adapted at once
-            msg = "add oat milk to my shopping list"
-            fb = c.post("/feedback", json={"message": msg, "intent": "shopping", "reply": "Added."}).json()
-            assert fb["recorded"] and fb["new_intent"] and fb["added"] and fb["adapted"], fb
-            assert fb["predicted"] in {"lights_on", "weather", "timer"}  # what it said before learning
-            store = RunStore.for_reading(db)
-            rows, live = store.feedback(run_id), store.live_support(run_id)
-            store.close()
-            assert (rows[-1]["message"], rows[-1]["intent"], rows[-1]["source"]) == (msg, "shopping", "serve")
-            support = c.get("/support").json()
-            assert live == support and any(i["name"] == "shopping" and i["examples"] == [msg]
-                                           and i["reply"] == "Added." for i in support["intents"])
-            p = c.post("/predict", json={"messages": [msg]}).json()["predictions"][0]
-            assert p["intent"] == "shopping"  # the example it was given is its own prototype
+        # feedback: a brand-new intent, recorded before the answer, adapted at once
+        msg = "add oat milk to my shopping list"
+        fb = c.post("/feedback", json={"message": msg, "intent": "shopping", "reply": "Added."}).json()
+        assert fb["recorded"] and fb["new_intent"] and fb["added"] and fb["adapted"], fb
+        assert fb["predicted"] in {"lights_on", "weather", "timer"}  # what it said before learning
+        store = RunStore.for_reading(db)
+        rows, live = store.feedback(run_id), store.live_support(run_id)
+        store.close()
+        assert (rows[-1]["message"], rows[-1]["intent"], rows[-1]["source"]) == (msg, "shopping", "serve")
+        support = c.get("/support").json()
+        assert live == support and any(i["name"] == "shopping" and i["examples"] == [msg]
+                                       and i["reply"] == "Added." for i in support["intents"])
+        p = c.post("/predict", json={"messages": [msg]}).json()["predictions"][0]
+        assert p["intent"] == "shopping"  # the example it was given is its own prototype
 
-            m = c.get("/model").json()
-            assert m["run"]["id"] == run_id and m["algorithm"]["name"] == "protonet"
-            assert m["encoder"]["modality"] == "text" and m["encoder"]["text_encoder"] == "built-in"
-            assert m["support"]["intents"]["shopping"] == 1 and "Model card" in m["card"]
-            assert "Served by `metagui serve`" in m["card"] and "Exported by" not in m["card"]
-            assert {"/adapt", "/predict", "/feedback", "/health", "/model"} <= set(c.get("/openapi.json").json()["paths"])
-    finally:
-        server.stop()
+        m = c.get("/model").json()
+        assert m["run"]["id"] == run_id and m["algorithm"]["name"] == "protonet"
+        assert m["encoder"]["modality"] == "text" and m["encoder"]["text_encoder"] == "built-in"
+        assert m["support"]["intents"]["shopping"] == 1 and "Model card" in m["card"]
+        assert "Served by `metagui serve`" in m["card"] and "Exported by" not in m["card"]
+        assert {"/adapt", "/predict", "/feedback", "/health", "/model"} <= set(c.get("/openapi.json").json()["paths"])
 
 
 def test_bad_requests_get_a_4xx_that_names_the_problem(trained, tmp_path):
     _, run_id, _ = trained
     db = own_store(trained, tmp_path)
-    server = threaded(db, run_id, max_body=20_000)
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as c:
-            def fields(r):
-                assert r.status_code == 422, r.text
-                return {e["loc"][-1] for e in r.json()["detail"]}
+    with client(db, run_id, max_body=20_000) as c:
+        def fields(r):
+            assert r.status_code == 422, r.text
+            return {e["loc"][-1] for e in r.json()["detail"]}
 
-            assert "messages" in fields(c.post("/predict", json={"message": ["typo in the field name"]}))
-            assert "messages" in fields(c.post("/predict", json={"messages": "not a list"}))
-            assert "messages" in fields(c.post("/predict", json={"messages": ["x"] * 257}))  # batch limit
-            assert "intent" in fields(c.post("/feedback", json={"message": "hello"}))
-            assert "threshold" in fields(c.post("/adapt", json={"intents": SUPPORT, "threshold": 2}))
-            r = c.post("/predict", content=b'{"messages": [', headers={"content-type": "application/json"})
-            assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
-            r = c.post("/predict", json={"messages": ["x" * 30_000]})
-            assert r.status_code == 413 and "larger than 20000 bytes" in r.json()["detail"]
+        assert "messages" in fields(c.post("/predict", json={"message": ["typo in the field name"]}))
+        assert "messages" in fields(c.post("/predict", json={"messages": "not a list"}))
+        assert "messages" in fields(c.post("/predict", json={"messages": ["x"] * 257}))  # batch limit
+        assert "intent" in fields(c.post("/feedback", json={"message": "hello"}))
+        assert "threshold" in fields(c.post("/adapt", json={"intents": SUPPORT, "threshold": 2}))
+        r = c.post("/predict", content=b'{"messages": [', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+        r = c.post("/predict", json={"messages": ["x" * 30_000]})
+        assert r.status_code == 413 and "larger than 20000 bytes" in r.json()["detail"]
 
-            def chunks():
-                for _ in range(30):
-                    yield b"x" * 1000
+        def chunks():
+            for _ in range(30):
+                yield b"x" * 1000
 
-            r = c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
-            assert r.status_code == 413  # streamed without a length: counted as it comes
-            r = c.post("/adapt", json={"intents": [{"name": "only_one", "examples": ["a", "b"]}]})
-            assert r.status_code == 400 and "two intents" in r.json()["detail"]  # a user error, never a 500
-            assert c.get("/health").status_code == 200  # and it still serves
-    finally:
-        server.stop()
+        r = c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413  # streamed without a length: counted as it comes
+        r = c.post("/adapt", json={"intents": [{"name": "only_one", "examples": ["a", "b"]}]})
+        assert r.status_code == 400 and "two intents" in r.json()["detail"]  # a user error, never a 500
+        assert c.get("/health").status_code == 200  # and it still serves
 
 
 def test_token_and_loopback(trained, tmp_path, monkeypatch, capsys):
@@ -203,20 +209,16 @@ def test_token_and_loopback(trained, tmp_path, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "--token" in err and "0.0.0.0" in err
     assert time.monotonic() - started < 5  # refused before anything is loaded
 
-    server = threaded(db, run_id, token="s3cret", start="held_out")
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as c:
-            assert c.get("/health").status_code == 200  # for load balancers: no token
-            for path in ("/model", "/support"):
-                r = c.get(path)
-                assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-                assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
-                assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-            assert c.post("/predict", json={"messages": ["hi"]}).status_code == 401
-            r = c.post("/predict", json={"messages": ["hi"]}, headers={"Authorization": "Bearer s3cret"})
-            assert r.status_code == 200  # started from the run's held-out intents, already adapted
-    finally:
-        server.stop()
+    with client(db, run_id, token="s3cret", start="held_out") as c:
+        assert c.get("/health").status_code == 200  # for load balancers: no token
+        for path in ("/model", "/support"):
+            r = c.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/predict", json={"messages": ["hi"]}).status_code == 401
+        r = c.post("/predict", json={"messages": ["hi"]}, headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200  # started from the run's held-out intents, already adapted
 
 
 # --- nothing lost ---------------------------------------------------------------------------------------
@@ -276,16 +278,13 @@ def test_sigkill_during_feedback_loses_nothing_acknowledged_and_a_restart_restor
     for msg, intent in acknowledged:
         assert msg in live[intent].examples
 
-    server = threaded(db, run_id)  # restarted (on what the killed process left): the same support set, adapted
-    try:
+    # restarted (on what the killed process left): the same support set, adapted
+    with serving(db, run_id) as server, httpx.Client(base_url=server.url, timeout=30) as c:
         assert server.deployment.restored
-        with httpx.Client(base_url=server.url, timeout=30) as c:
-            assert c.get("/support").json() == live.to_dict()
-            assert c.get("/health").json()["adapted"] is True
-            r = c.post("/predict", json={"messages": ["switch the lamp on"]})
-            assert r.status_code == 200 and r.json()["predictions"][0]["intent"] in live.names
-    finally:
-        server.stop()
+        assert c.get("/support").json() == live.to_dict()
+        assert c.get("/health").json()["adapted"] is True
+        r = c.post("/predict", json={"messages": ["switch the lamp on"]})
+        assert r.status_code == 200 and r.json()["predictions"][0]["intent"] in live.names
 
 
 def test_a_failed_journal_write_leaves_the_support_set_as_it_was(trained):
@@ -433,18 +432,12 @@ def test_bench_load_test_counts_every_request(trained, tmp_path):
 
     _, run_id, _ = trained
     db = own_store(trained, tmp_path)
-    server = threaded(db, run_id, start="held_out")
-    try:
+    with serving(db, run_id, start="held_out") as server:
         out = load_test(server.url, ["turn on the lights", "is it sunny"], clients=3, requests=5)
-    finally:
-        server.stop()
     assert out["requests"] == out["answered"] == 15 and out["errors"] == 0
     assert 0 < out["p50_ms"] <= out["p95_ms"] <= out["p99_ms"] <= out["max_ms"] and out["requests_per_s"] > 0
-    server = threaded(db, run_id, token="t")  # every request refused: counted as errors, never hangs
-    try:
+    with serving(db, run_id, token="t") as server:  # every request refused: counted as errors, never hangs
         out = load_test(server.url, ["hi"], clients=2, requests=3)
-    finally:
-        server.stop()
     assert out["errors"] == 6 and out["error_kinds"] == ["HTTP 401"]
 
 

@@ -158,14 +158,7 @@ class Deployment:
             problem = new.problem()
             if problem:
                 raise DataError(problem)
-            old_adaptation = s.engine.adaptation
-            ad = s.engine.adapt(new)  # adapts before anything is replaced: a failure changes nothing
-            try:
-                with s._edit():  # recorded (committed) before the answer, or put back as it was
-                    s.engine.support = new
-            except BaseException:
-                s.engine.adaptation = old_adaptation
-                raise
+            ad = s.replace_support(new)  # recorded (committed) before the answer; a failure changes nothing
             if threshold is not None:
                 s.threshold = threshold
             return self._adaptation(ad)

@@ -187,6 +187,19 @@ class ChatSession:
     def adapt(self, support: SupportSet | None = None) -> Adaptation:
         return self.engine.adapt(support)
 
+    def replace_support(self, new: SupportSet) -> Adaptation:
+        """Adapt to ``new``, then make it the support set (recorded by ``on_change``); when
+        adapting or recording fails, the support set and the adaptation stay as they were."""
+        old = self.engine.adaptation
+        ad = self.engine.adapt(new)
+        try:
+            with self._edit():
+                self.engine.support = new
+        except BaseException:
+            self.engine.adaptation = old
+            raise
+        return ad
+
     def add_intent(self, name: str, examples: Iterable[str] = (), reply: str = "") -> str:
         """Add an intent; returns its name as stored (whitespace normalised)."""
         with self._edit():

@@ -393,4 +393,5 @@ class ChatPage(QWidget):
         for t in (self.load_task, self.adapt_task):
             if t is not None and t.running:
                 ok = t.wait(wait_ms) and ok
+        self._close_journal()  # its own store connection
         return ok

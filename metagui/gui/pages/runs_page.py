@@ -708,22 +708,20 @@ class RunsPage(QWidget):
         self.resume_requested.emit(rid)
 
     def fine_tune(self) -> None:
-        row = self._one()
-        if row is None:
-            return
-        if not self.state.store.checkpoints(row["id"]):
-            self.banner.show_message("error", f"Run {row['id']} has no checkpoint to fine-tune from.")
-            return
-        self.fine_tune_requested.emit(row["id"])
+        self._with_checkpoint(self.fine_tune_requested, "to fine-tune from")
 
     def export(self) -> None:
+        self._with_checkpoint(self.export_requested, "to export")
+
+    def _with_checkpoint(self, signal, purpose: str) -> None:
+        """Emit ``signal`` with the selected run's id, or say that it has no checkpoint ``purpose``."""
         row = self._one()
         if row is None:
             return
         if not self.state.store.checkpoints(row["id"]):
-            self.banner.show_message("error", f"Run {row['id']} has no checkpoint to export.")
+            self.banner.show_message("error", f"Run {row['id']} has no checkpoint {purpose}.")
             return
-        self.export_requested.emit(row["id"])
+        signal.emit(row["id"])
 
     def _edit_column(self, key: str) -> None:
         rows = self.table.selectionModel().selectedRows()
