@@ -142,6 +142,39 @@ def test_versa_correction_decay_pulls_the_amortised_correction_not_the_reported_
     assert not torch.equal(plain.weight_mean[-1].weight, decayed.weight_mean[-1].weight)
 
 
+@pytest.mark.parametrize("name, hp", [
+    ("relation", {"cosine_skip": True, "cosine_feature": True, "pair_dim": 4, "relation_hidden": 8}),
+    ("versa", {"mean_skip": True, "amortiser_hidden": 8}),
+])
+def test_start_at_prototypes_begins_as_the_cosine_nearest_class_mean_and_learns_from_there(name, hp):
+    batch = image_batch(t=4, n=3, k=2, q=4)
+    torch.manual_seed(0)
+    learner = make(name, start_at_prototypes=True, **hp)
+
+    def agreement() -> float:
+        """Share of queries whose prediction is the cosine nearest class mean's, on the learner's embeddings."""
+        learner.eval()
+        s = batch.support_x.shape[1]
+        with torch.no_grad():
+            emb = learner.embed_tasks(torch.cat([batch.support_x, batch.query_x], 1))
+            es, eq = emb[:, :s], emb[:, s:]
+            protos = torch.stack([es[:, batch.support_y[0] == c].mean(1) for c in range(3)], 1)
+            ncm = torch.nn.functional.cosine_similarity(eq[:, :, None], protos[:, None], dim=-1).argmax(-1)
+            torch.manual_seed(1)
+            probs = learner.probabilities(learner.scores(es, batch.support_y, eq, 3)) if name == "relation" else \
+                learner.adapt(batch.support_x[0], batch.support_y[0], 3).predict(batch.query_x[0])[None]
+        return float((probs.argmax(-1) == ncm[: len(probs)]).float().mean())
+
+    assert agreement() == 1.0
+    plain = make(name, **hp)  # off by default: the module's own random start
+    assert plain.state_dict()[("relation.4" if name == "relation" else "weight_mean.2") + ".weight"].abs().sum() > 0
+    learner.train()
+    for _ in range(30):
+        learner.meta_step(batch)
+    moved = learner.relation[-1].weight if name == "relation" else learner.weight_mean[-1].weight
+    assert moved.abs().sum() > 0  # the zeroed layer learns (its gradient is not zero)
+
+
 @pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "reptile"])
 def test_gradient_learners_do_regression(name):
     learner = make(name, "mlp", n_way=0, inner_steps=1)

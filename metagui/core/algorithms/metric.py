@@ -177,11 +177,16 @@ class RelationNet(MetricLearner):
                    "the sigmoid: the module then learns a correction to a cosine comparison instead of the whole "
                    "comparison, which holds up better with more classes than training had (15-way text tasks "
                    "after 5-way training, see the README's Text transfer)."),
+        HyperParam("start_at_prototypes", bool, False,
+                   "Start the relation module's output at zero (its last layer zeroed): with cosine_skip, an "
+                   "untrained run is then the cosine prototype classifier (on a pretrained encoder, the frozen "
+                   "encoder's nearest class mean), and meta-training learns a correction to it."),
     )
     presets = {
         "Omniglot (paper-like)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}},
         TEXT_PRESET: {"hyperparams": {"cosine_feature": True, "cosine_skip": True, "pair_dim": 64, "meta_lr": 1e-3}},
-        PRETRAINED_PRESET: {"hyperparams": {"cosine_feature": True, "cosine_skip": True, "pair_dim": 64, "meta_lr": 1e-4}},
+        PRETRAINED_PRESET: {"hyperparams": {"cosine_feature": True, "cosine_skip": True, "pair_dim": 64,
+                                            "start_at_prototypes": True, "meta_lr": 1e-4}},
     }
 
     def build(self) -> None:
@@ -194,6 +199,9 @@ class RelationNet(MetricLearner):
         self.relation = nn.Sequential(nn.Linear(4 * d + extra, h), nn.ReLU(), nn.Linear(h, h // 2 or 1), nn.ReLU(), nn.Linear(h // 2 or 1, 1))
         if self.hp["cosine_skip"]:
             self.skip_gain = nn.Parameter(torch.tensor(10.0))
+        if self.hp["start_at_prototypes"]:
+            nn.init.zeros_(self.relation[-1].weight)
+            nn.init.zeros_(self.relation[-1].bias)
 
     def score_onehot(self, es, support_onehot, eq):
         # class feature: mean of its support embeddings (the paper sums; the mean keeps the

@@ -270,12 +270,17 @@ class VERSA(MetaLearner):
                    "towards the cosine-prototype classifier that mean_skip starts from. The correction fits the "
                    "training classes and generalised worse to new ones without it (see the README's Text transfer).",
                    0.0, 100.0),
+        HyperParam("start_at_prototypes", bool, False,
+                   "Start the amortiser's weight means at zero (its last layer zeroed): with mean_skip, an untrained "
+                   "run is then the cosine prototype classifier (on a pretrained encoder, the frozen encoder's "
+                   "nearest class mean), and meta-training learns a correction to it."),
     )
     presets = {
         "Long runs (small steps)": {"hyperparams": {"num_samples": 10, "meta_lr": 1e-4, "meta_batch": 16}},
         "Short CPU runs": {"hyperparams": {"num_samples": 10, "meta_lr": 1e-3, "meta_batch": 4}},
         TEXT_PRESET: {"hyperparams": {"mean_skip": True, "correction_decay": 0.3, "meta_lr": 1e-2}},
-        PRETRAINED_PRESET: {"hyperparams": {"mean_skip": True, "correction_decay": 0.3, "meta_lr": 1e-3}},
+        PRETRAINED_PRESET: {"hyperparams": {"mean_skip": True, "correction_decay": 0.3, "start_at_prototypes": True,
+                                            "meta_lr": 1e-3}},
     }
 
     def build(self) -> None:
@@ -286,6 +291,9 @@ class VERSA(MetaLearner):
         with torch.no_grad():  # start with small weight variances
             self.weight_log_var[-1].bias.fill_(-6.0)
             self.weight_log_var[-1].weight.mul_(0.1)
+            if self.hp["start_at_prototypes"]:
+                self.weight_mean[-1].weight.zero_()
+                self.weight_mean[-1].bias.zero_()
         if self.hp["mean_skip"]:
             self.log_skip_gain = nn.Parameter(torch.tensor(2.3))  # gain ~10 at the start
         self._correction: torch.Tensor | None = None
