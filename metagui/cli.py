@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     bx.add_argument("--settings", default="", help="comma-separated (default unseen-intents,banking-to-ha,ha-to-banking; "
                     "with a pretrained --encoder, ha-en-to-banking instead of ha-to-banking)")
     bx.add_argument("--algorithms", default="", help="comma-separated (default protonet,matching,relation,maml,versa; "
-                    "with a pretrained --encoder, fomaml and metasgd too)")
+                    "with a pretrained --encoder, fomaml, metasgd and reptile too)")
     bx.add_argument("--steps", type=int, default=600, help="meta-steps (4 episodes each) per algorithm and setting")
     bx.add_argument("--episodes", type=int, default=1000, help="fixed test episodes per task shape")
     bx.add_argument("--languages", default="", help="Home Assistant languages to meta-train on for ha-to-banking "

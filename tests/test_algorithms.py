@@ -247,6 +247,13 @@ def test_auto_batching_keeps_the_faster_mode_and_measures_it_once(tmp_path):
     other = batching.choose("another shape", {"vmap": work("vmap", 0.1), "loop": work("loop", 0.2)},
                             tmp_path / "cal.json", clock=lambda: now[0])
     assert other["mode"] == "vmap" and other["measured"]
+    # within 5% of the fastest is a tie, and the leanest mode is kept: the loop (one task's graph at a time)
+    tie = batching.choose("tie", {"vmap": work("vmap", 0.100), "loop": work("loop", 0.104)}, tmp_path / "cal.json",
+                          clock=lambda: now[0])
+    assert tie["mode"] == "loop"
+    apart = batching.choose("apart", {"vmap": work("vmap", 0.100), "loop": work("loop", 0.106)}, tmp_path / "cal.json",
+                            clock=lambda: now[0])
+    assert apart["mode"] == "vmap"
 
 
 def sine_batch(t=4, k=5, q=5, seed=0):
@@ -301,6 +308,31 @@ def test_vmapped_meta_batches_take_a_backbone_that_draws_random_numbers(name, mo
     metrics = learner.meta_step(batch)
     after = torch.cat([p.detach().flatten() for p in learner.parameters()])
     assert torch.isfinite(torch.tensor(metrics["loss"])) and not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap", "threads"])
+def test_reptile_with_a_shared_head_moves_to_the_mean_of_the_adapted_weights(mode):
+    """Reptile with a shared head: each task adapts n_way copies of the row, and with meta_lr 1
+    every weight moves to the mean of the tasks' adapted weights, the row to the mean of all
+    adapted rows; the model then answers any number of classes."""
+    torch.manual_seed(0)
+    learner = make("reptile", "mlp", n_way=3, head="shared", inner_steps=2, inner_lr=0.5, meta_lr=1.0, anneal=False,
+                   vectorise=mode)
+    x = torch.randn(2, 12, 1)
+    batch = EpisodeBatch(x[:, :6], torch.arange(3).repeat(2).expand(2, -1), x[:, 6:], torch.arange(3).repeat(2).expand(2, -1), 3)
+    adapted = []
+    for t in range(2):
+        start = {k: v.detach().clone().requires_grad_(True) for k, v in learner.fast_params(3).items()}
+        adapted.append({k: v.detach() for k, v in learner.inner_loop(start, batch.support_x[t], batch.support_y[t], 2, False).items()})
+    before = {k: v.detach().clone() for k, v in learner.fast_params().items()}
+    learner.meta_step(batch)
+    for k, p in learner.fast_params().items():
+        mean = (adapted[0][k] + adapted[1][k]) / 2
+        expected = mean.mean(0, keepdim=True) if k.startswith("head.") else mean
+        assert p.shape == before[k].shape and torch.allclose(p.detach(), expected, atol=1e-5), k
+    assert not torch.allclose(learner.backbone.net[0].weight, before["backbone.net.0.weight"])
+    probs = learner.adapt(torch.randn(10, 1), torch.arange(5).repeat(2), 5).predict(torch.randn(4, 1))
+    assert probs.shape == (4, 5)
 
 
 @pytest.mark.parametrize("mode", ["loop", "threads"])

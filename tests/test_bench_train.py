@@ -56,8 +56,12 @@ def test_every_implementation_meta_trains_with_the_reference_gradient(name):
     modes = batching.modes(torch.device("cpu"))
     assert auto["mode"] in modes and auto["calibration"]["measured"]
     assert set(auto["calibration"]["ms"]) == set(modes)
-    table = [line for line in out.splitlines() if line.startswith("  ") and "metagui auto:" not in line]
+    table = [line for line in out.splitlines() if line.startswith("  ") and "metagui auto:" not in line
+             and "floor:" not in line]
     assert len(table) == 1 + len(IMPLS)  # header + one row per implementation
+    # the compute floor, timed in the same round: the reference over it bounds every ratio
+    assert ref["floor_ms"] > 0 and math.isclose(ref["floor_ratio"], ref["ms"] / ref["floor_ms"])
+    assert f"no meta-step beats functional by more than {ref['floor_ratio']:.1f}x here" in out
     assert f"{'functional':<22}" in out and "reference" in out and "DIFFERS" not in out
 
 

@@ -315,6 +315,28 @@ def build(spec: ModelSpec, impls: list[str], device: torch.device, seed: int = 0
     return out
 
 
+class Floor:
+    """Not a meta-learner: one forward and one backward pass over all of a meta-batch's items
+    at once (support and query of every task, no inner loop), the gradients of every weight.
+    Any meta-step computes at least this much, so the reference's time over this one is the
+    most any implementation could gain over the reference on this model and machine."""
+
+    def __init__(self, learner: MetaLearner) -> None:
+        self.learner = learner
+
+    def step(self, batch: EpisodeBatch) -> None:
+        lr = self.learner
+        x = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
+        y = torch.cat([batch.support_y.flatten(0, 1), batch.query_y.flatten(0, 1)])
+        params = lr.fast_params(batch.n_way or None)
+        torch.autograd.grad(lr.task_loss(lr.run(params, x), y), tuple(params.values()))
+
+
+def floor(spec: ModelSpec, device: torch.device, seed: int = 0) -> Floor:
+    torch.manual_seed(seed)
+    return Floor(algorithms.create("maml", spec.make_backbone(), spec.way, spec.hyperparams("loop")).to(device).train())
+
+
 def in_float64(runner: Peer | MetaGUI, batch: EpisodeBatch) -> tuple[Peer | MetaGUI, EpisodeBatch]:
     """A float64 copy of an implementation (a MetaGUI learner keeps the batching it has
     chosen) and of a batch: the gradient check's second opinion, free of float32 rounding."""

@@ -53,7 +53,7 @@ from metagui.core.experiment import mean_ci95
 SHAPES: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (15, 5))
 QUERY = 10
 LEARNERS = ("protonet", "matching", "relation", "maml", "versa")
-PRETRAINED_LEARNERS = (*LEARNERS, "fomaml", "metasgd")  # every text learner issue 14 names
+PRETRAINED_LEARNERS = (*LEARNERS, "fomaml", "metasgd", "reptile")  # issue 14's text learners, and Reptile
 SETTINGS = ("unseen-intents", "banking-to-ha", "ha-to-banking")
 # with an English pretrained encoder the reverse domain is Home Assistant's English intents
 PRETRAINED_SETTINGS = ("unseen-intents", "banking-to-ha", "ha-en-to-banking")

@@ -15,7 +15,10 @@ the loop or vmap) starts from the same weights and meets the same meta-batches:
    step 1, into a throwaway folder, so every bench run measures it);
 3. ``rounds`` rounds, each one timed meta-step per implementation, the order rotating from
    round to round, in this one process: interleaving spreads load from other work over all
-   of them. The table gives the median.
+   of them. The table gives the median. A compute floor is timed in the same rounds: one
+   forward and backward pass over all of a meta-batch's items, no inner loop
+   (``peers.Floor``), which no meta-step can undercut; the reference over it bounds what
+   any implementation can gain on that model.
 
 Peak memory comes from a fresh process per (model, implementation): on the CPU, the peak
 resident set (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` just before) over
@@ -52,12 +55,14 @@ from metagui.bench.peers import (
     available,
     build,
     compare,
+    floor,
     in_float64,
 )
 from metagui.core.algorithms.batching import synchronise
 from metagui.core.errors import ConfigError, MetaGUIError
 
 ROUNDS = 5
+FLOOR = "floor"  # peers.Floor, timed in the rounds beside the implementations
 MEMORY_STEPS = 2
 TOLERANCE = 1e-8  # float64 meta-gradients: largest difference / largest reference entry
 F32_NOTE = 1e-4  # float32 differences above this are flagged (rounding, not a verdict)
@@ -133,19 +138,22 @@ def time_model(spec: ModelSpec, impls: list[str], rounds: int, device: torch.dev
         twin, batch64 = in_float64(built[impl], batches[0])
         grads64[impl] = twin.gradient(batch64)
         del twin
-    for impl in present:
-        built[impl].step(batches[0])  # warm-up
+    timed = {**built, FLOOR: floor(spec, device, seed)}  # the floor is timed in the same rotation
+    for impl in timed:
+        timed[impl].step(batches[0])  # warm-up
     synchronise(device)
-    times: dict[str, list[float]] = {i: [] for i in present}
+    times: dict[str, list[float]] = {i: [] for i in timed}
+    names = list(timed)
     for r in range(rounds):
-        order = present[r % len(present):] + present[:r % len(present)]
+        order = names[r % len(names):] + names[:r % len(names)]
         for impl in order:
             synchronise(device)
             start = time.perf_counter()
-            built[impl].step(batches[r])
+            timed[impl].step(batches[r])
             synchronise(device)
             times[impl].append(time.perf_counter() - start)
     ref_ms = 1000 * statistics.median(times[REFERENCE])
+    floor_ms = 1000 * statistics.median(times[FLOOR])
     rows = []
     for impl in impls:
         row: dict = {"model": spec.name, "impl": impl, "available": impl in present}
@@ -161,6 +169,8 @@ def time_model(spec: ModelSpec, impls: list[str], rounds: int, device: torch.dev
             if isinstance(built[impl], MetaGUI):
                 row["mode"] = built[impl].mode
                 row["calibration"] = dict(built[impl].learner.batching)
+            if impl == REFERENCE:
+                row.update(floor_ms=floor_ms, floor_ratio=ref_ms / floor_ms)
         rows.append(row)
     return rows
 
@@ -185,6 +195,9 @@ def _print_table(rows: list[dict], mem_label: str | None, echo) -> None:
             f32 = f"{r['grad_diff']:.1e} ({r['grad_rel']:.1e}){'!' if r['grad_rel'] > F32_NOTE else ''}"
             grad = f"{f32:<26} {r['grad_rel64']:.0e} {'agrees' if r['agrees'] else 'DIFFERS'}"
         echo(line + f"  {grad}")
+    ref = next(r for r in rows if r["impl"] == REFERENCE)
+    echo(f"  floor: one forward and backward over all the meta-batch's items, no inner loop, {ref['floor_ms']:.1f} ms: "
+         f"no meta-step beats {REFERENCE} by more than {ref['floor_ratio']:.1f}x here")
     cal = next((r["calibration"] for r in rows if r["impl"] == "metagui" and r.get("calibration")), None)
     if cal:
         ms = ", ".join(f"{m} {v:.1f} ms" for m, v in cal["ms"].items())

@@ -4,8 +4,8 @@ over torch's CPU threads, each task on one thread). Which is faster depends on t
 batch shape, the device and the machine: vmap wins by several times on small models (the
 sinusoid MLP), threads on convolutional ones on the CPU, whose small per-task convolutions
 gain little from several threads each (``metagui bench train``). ``vectorise = "auto"`` times
-each on the run's first meta-batch, without updating any weight, and keeps the fastest; the
-choice is remembered per machine, model, batch shape, device, thread count and torch version
+each on the run's first meta-batch, without updating any weight, and keeps the fastest (of
+modes within ``TIE`` of it, the leanest); the choice is remembered per machine, model, batch shape, device, thread count and torch version
 (``calibration.json`` in the user data folder), so it is measured once.
 """
 
@@ -28,6 +28,8 @@ from metagui.core.files import save_cache_json
 MODES = ("vmap", "loop", "threads")
 REPEATS = 4  # per mode; the first of each is a warm-up and does not count
 PRUNE = 1.5  # after one timed repeat, modes this many times slower than the fastest are not timed again
+TIE = 0.05  # modes within 5% of the fastest are a tie: the one that holds the least memory is kept
+LEAN = ("loop", "threads", "vmap")  # by peak memory (`metagui bench train`): one task's graph, one per thread, all
 T = TypeVar("T")
 
 
@@ -111,7 +113,9 @@ def _read(path: Path) -> dict:
 def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = None,
            clock: Callable[[], float] = time.perf_counter) -> dict:
     """The faster of ``trials`` (mode -> one meta-step's work, no weight update), remembered
-    under ``key``: ``{"mode", "ms": {mode: fastest ms}, "measured": bool}``."""
+    under ``key``: ``{"mode", "ms": {mode: fastest ms}, "measured": bool}``. Modes within
+    ``TIE`` of the fastest count as equally fast, and the leanest of them is kept: a tie is
+    within the noise of a few timed repeats, and vmap can hold twice the loop's memory."""
     path = path or calibration_path()
     known = _read(path).get(key)
     # remembered for these very modes (a newer MetaGUI may bring one more to time)
@@ -130,7 +134,9 @@ def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = 
             order = [m for m in order if times[m][0] <= PRUNE * best]
     # the fastest repeat: other work on the machine only ever adds time to a measurement
     ms = {m: round(1000 * min(t), 3) for m, t in times.items()}
-    result = {"mode": min(ms, key=ms.__getitem__), "ms": ms}
+    fastest = min(ms.values())
+    tied = [m for m in ms if ms[m] <= fastest * (1 + TIE)]
+    result = {"mode": min(tied, key=lambda m: (LEAN.index(m) if m in LEAN else len(LEAN), ms[m])), "ms": ms}
     data = _read(path)
     data[key] = result
     save_cache_json(path, data)  # unwritable: the next run measures again

@@ -479,11 +479,14 @@ class Reptile(GradientLearner):
         HyperParam("inner_steps", int, 5, "SGD steps on each task during meta-training.", 1, 200),
         HyperParam("eval_steps", int, 10, "SGD steps on the support set at test time.", 1, 500),
         HyperParam("anneal", bool, True, "Anneal the outer step size linearly to zero over training."),
+        HEAD,
         VECTORISE,
     )
     presets = {
         "Omniglot 5-way (paper-like)": {"hyperparams": {"inner_lr": 0.1, "inner_steps": 5, "eval_steps": 50, "meta_lr": 1.0, "meta_batch": 5}},
         "Sinusoid (paper)": {"hyperparams": {"inner_lr": 0.02, "inner_steps": 32, "eval_steps": 32, "meta_lr": 0.1, "meta_batch": 1}},
+        # the 50-step head fit of MAML's preset, from a shared head: any number of classes
+        PRETRAINED_PRESET: {"hyperparams": {"head": "shared", "inner_lr": 1.0, "inner_steps": 5, "eval_steps": 50}},
     }
 
     @classmethod
@@ -509,7 +512,8 @@ class Reptile(GradientLearner):
         delta, losses, metrics = self.task_deltas(batch, self.task_mode(batch, self.meta_first_order))
         self.optimizer.zero_grad(set_to_none=True)
         for k, p in self.fast_params().items():
-            p.grad = delta[k]
+            # a shared head row moves towards the mean of the rows it was copied to
+            p.grad = delta[k] if delta[k].shape == p.shape else delta[k].mean(0, keepdim=True)
         self.optimizer.step()
         return {"loss": float(losses.mean()), self.metric_name: float(metrics.mean())}
 
@@ -519,7 +523,7 @@ class Reptile(GradientLearner):
     def task_deltas(self, batch: EpisodeBatch, mode: str) -> tuple[Params, torch.Tensor, torch.Tensor]:
         """The mean move from the initialisation to each task's SGD-adapted weights (Reptile's
         meta-gradient), with the per-task query losses and metrics."""
-        base = {k: v.detach() for k, v in self.fast_params().items()}
+        base = {k: v.detach() for k, v in self.fast_params(batch.n_way).items()}
         steps = self.hp["inner_steps"]
 
         def one(sx, sy, qx, qy):
