@@ -47,6 +47,21 @@ def test_matching_preset_names_the_preset_a_config_follows():
     assert matching_preset(cfg) == ""
 
 
+def test_a_text_config_names_its_text_preset_where_an_image_preset_matches_too():
+    from metagui.core.algorithms.base import PRETRAINED_PRESET
+    from metagui.core.presets import default_hyperparams
+
+    # Matching's pretrained-encoder preset (temperature 10, meta step 1e-3) has every setting of
+    # its Omniglot preset too (meta step 1e-3, and two defaults)
+    cfg = default_config("matching", "intents")
+    cfg.algorithm.text_encoder = "all-MiniLM-L6-v2"
+    cfg.algorithm.hyperparams = default_hyperparams("matching", "text", pretrained=True)
+    assert matching_preset(cfg) == PRETRAINED_PRESET
+    cfg = default_config("matching", "glyphs")
+    cfg = apply_preset(cfg, "Omniglot (paper)")
+    assert matching_preset(cfg) == "Omniglot (paper)"
+
+
 # --- only the fields that apply are written ---------------------------------------------------
 GLYPH_OR_RL_KEYS = {"arms", "pulls", "states", "actions", "horizon", "trial_episodes",
                     "n_alphabets", "characters_per_alphabet", "drawers", "image_size", "channels", "invert"}

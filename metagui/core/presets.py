@@ -72,10 +72,17 @@ def apply_preset(cfg: RunConfig, preset: str) -> RunConfig:
 
 def matching_preset(cfg: RunConfig) -> str:
     """The first preset of ``cfg``'s algorithm whose settings ``cfg`` has ("" if none): what
-    the Algorithm page shows as the current preset."""
+    the Algorithm page shows as the current preset. Text configs try the text presets first
+    (the pretrained encoder's, then the built-in's), since another preset's few settings may
+    equal theirs (Matching Networks' Omniglot preset is its pretrained-encoder one's meta step
+    plus two defaults)."""
     cls = algorithms.get(cfg.algorithm.name)
     hp = cfg.algorithm.hyperparams
-    for name, p in cls.presets.items():
+    first: tuple[str, ...] = ()
+    if cfg.dataset.modality() == "text":
+        first = (PRETRAINED_PRESET, TEXT_PRESET) if cfg.algorithm.text_encoder else (TEXT_PRESET,)
+    for name in sorted(cls.presets, key=lambda n: first.index(n) if n in first else len(first)):
+        p = cls.presets[name]
         if all(hp.get(k) == v for k, v in p.get("hyperparams", {}).items()) and all(
                 getattr(cfg.task, k, None) == v for k, v in p.get("task", {}).items()):
             return name
