@@ -175,6 +175,73 @@ def test_start_at_prototypes_begins_as_the_cosine_nearest_class_mean_and_learns_
     assert moved.abs().sum() > 0  # the zeroed layer learns (its gradient is not zero)
 
 
+def two_domains(d=16, classes=4, per_class=8, seed=0):
+    """Frozen embeddings of two domains: each domain's classes scattered around its own direction."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(2):
+        centre = torch.randn(d, generator=g) * 3
+        protos = centre + torch.randn(classes, d, generator=g)
+        x = protos.repeat_interleave(per_class, 0) + 0.3 * torch.randn(classes * per_class, d, generator=g)
+        out.append((x, torch.arange(classes).repeat_interleave(per_class)))
+    return out
+
+
+@pytest.mark.parametrize("name, hp", [
+    ("protonet", {"distance": "cosine"}), ("matching", {}),
+    ("relation", {"cosine_skip": True, "start_at_prototypes": True, "relation_hidden": 8}),
+    ("versa", {"mean_skip": True, "start_at_prototypes": True, "amortiser_hidden": 8}),
+])
+def test_the_domain_guard_answers_another_domain_with_the_frozen_class_means(name, hp):
+    from metagui.core.models import EmbeddingAdapter
+
+    (home, home_y), (away, away_y) = two_domains()
+    torch.manual_seed(0)
+    learner = algorithms.create(name, EmbeddingAdapter(16), 3, hp)
+    with torch.no_grad():  # a meta-learned correction that the frozen class means would not make
+        learner.backbone.linear.weight.copy_(torch.randn(16, 16, generator=torch.Generator().manual_seed(3)))
+    assert not learner.backbone.guards_domain  # no domain fitted: always the learner
+    learner.backbone.fit_domain(home[:16], home[16:])
+    assert learner.backbone.guards_domain
+    pick = torch.tensor([0, 1, 8, 9, 16, 17])  # 3 classes, 2 shots
+    ask = torch.tensor([2, 3, 10, 11, 18, 19])
+    for x, y, outside in ((home, home_y, False), (away, away_y, True)):
+        sx, sy, qx = x[pick], y[pick], x[ask]
+        assert bool(learner.backbone.in_domain(sx[None])[0]) is not outside
+        pred = learner.adapt(sx, sy, 3)
+        frozen = learner.frozen_class_means(sx[None], torch.nn.functional.one_hot(sy, 3).float()[None], qx[None])[0]
+        assert bool(pred.note) is outside
+        assert torch.allclose(pred.predict(qx), frozen) is outside
+        batch = EpisodeBatch(sx[None], sy[None], qx[None], y[ask][None], 3)
+        accuracy = float((frozen.argmax(-1) == y[ask]).float().mean())
+        torch.manual_seed(0)
+        assert (float(learner.evaluate(batch)[0][0]) == accuracy) or not outside
+    off = algorithms.create(name, learner.backbone, 3, {**learner.hp, "domain_guard": False})
+    assert off.domain_guard() is None and not off.adapt(away[pick], away_y[pick], 3).note
+
+
+def test_a_checkpoint_from_before_the_domain_guard_loads_with_the_guard_off(tmp_path):
+    from metagui.core.checkpoint import load_checkpoint, save_checkpoint
+    from metagui.core.models import EmbeddingAdapter
+
+    def protonet():
+        return algorithms.create("protonet", EmbeddingAdapter(8), 3, {"distance": "cosine"})
+
+    learner = protonet()
+    learner.backbone.fit_domain(torch.randn(10, 8))
+    save_checkpoint(tmp_path / "new", "last", learner, {"step": 1})
+    fresh = protonet()
+    load_checkpoint(tmp_path / "new", "last", fresh)
+    assert fresh.backbone.guards_domain and torch.equal(fresh.backbone.domain_centre, learner.backbone.domain_centre)
+    old = protonet()
+    for key in EmbeddingAdapter.optional_state:  # as saved before the guard existed
+        del old.backbone._buffers[key]
+    save_checkpoint(tmp_path / "old", "last", old, {"step": 1})
+    again = protonet()
+    load_checkpoint(tmp_path / "old", "last", again)
+    assert not again.backbone.guards_domain and again.domain_guard() is None
+
+
 @pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "reptile"])
 def test_gradient_learners_do_regression(name):
     learner = make(name, "mlp", n_way=0, inner_steps=1)

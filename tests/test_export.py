@@ -435,3 +435,24 @@ def test_bundles_of_other_families_are_bundle_only():
         cfg.algorithm.name = name
         assert "bundle only" in export.export_problem(cfg, "onnx-adaptive")
         assert export.export_problem(cfg, "bundle") == ""
+
+
+def test_a_metric_graph_carries_the_domain_guard():
+    """On a pretrained encoder's adapter, the traced metric graph answers a support set from
+    another domain with the frozen class means, as the live learner does."""
+    from metagui.core.export.graphs import ExportGraphs
+    from metagui.core.models import EmbeddingAdapter
+    from tests.test_algorithms import two_domains
+
+    (home, home_y), (away, away_y) = two_domains()
+    torch.manual_seed(0)
+    learner = algorithms.create("protonet", EmbeddingAdapter(16), 3, {"distance": "cosine"}).eval()
+    with torch.no_grad():
+        learner.backbone.linear.weight.copy_(torch.randn(16, 16, generator=torch.Generator().manual_seed(3)))
+    learner.backbone.fit_domain(home[:16], home[16:])
+    graph = torch.jit.trace(ExportGraphs(learner).eval(), (home[:6], home_y[:6], home[6:8]), check_trace=False)
+    pick, ask = torch.tensor([0, 1, 8, 9, 16, 17]), torch.tensor([2, 3, 10, 11, 18, 19])
+    for x, y in ((home, home_y), (away, away_y)):
+        live = learner.adapt(x[pick], y[pick], 3)
+        assert torch.allclose(graph(x[pick], y[pick], x[ask]), live.predict(x[ask]), atol=1e-5)
+    assert live.note  # the away domain got the frozen class means

@@ -115,6 +115,7 @@ def test_a_run_on_a_pretrained_encoder_trains_saves_and_reloads(tmp_path):
     assert any(not torch.equal(v, initial[k]) for k, v in trained.items())  # training moved the weights
     learner, meta = load_learner(tmp_path / "run", "last", torch.device("cpu"))
     assert isinstance(learner.backbone, EmbeddingAdapter) and meta["step"] == 6
+    assert learner.backbone.guards_domain  # the meta-training domain travels with the checkpoint
     reloaded = learner.state_dict()
     assert reloaded.keys() == trained.keys()
     for k, v in trained.items():

@@ -135,6 +135,11 @@ def load_checkpoint(folder: Path, kind: str, learner: torch.nn.Module, with_opti
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointDamaged(folder / f"{kind}.json", f"the optimiser state is incomplete ({exc})") from None
     own = learner.state_dict()
+    for name, module in learner.named_modules():  # state a newer MetaGUI added, which older checkpoints lack
+        for key in getattr(module, "optional_state", ()):
+            full = f"{name}.{key}" if name else key
+            if full in own and full not in state:
+                state[full] = own[full]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     misshapen = [k for k in own if k in state and state[k].shape != own[k].shape]

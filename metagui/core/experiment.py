@@ -122,7 +122,19 @@ class Experiment:
             raise ConfigError(f"{cls.label} cannot learn {self.modality} tasks")
         torch.manual_seed(self.config.training.seed)
         backbone = make_backbone(algo.backbone, self.pre)
+        self.fit_domain(backbone)
         return algorithms.create(algo.name, backbone, self.n_way, algo.hyperparams)
+
+    def fit_domain(self, backbone: torch.nn.Module) -> None:
+        """A pretrained encoder's adapter remembers this experiment's meta-training domain (the
+        domain guard: ``models.EmbeddingAdapter.fit_domain``); other backbones have none."""
+        fit = getattr(backbone, "fit_domain", None)
+        if fit is not None and self.inputs is not None and self.splits.get("train"):
+            fit(self.split_inputs("train"), self.split_inputs("val") if self.splits.get("val") else None)
+
+    def split_inputs(self, split: str) -> torch.Tensor:
+        """The model inputs of every item of ``split``'s classes."""
+        return self.inputs[torch.from_numpy(np.isin(self.dataset.labels, self.splits[split]))]
 
     def sample(self, split: str, n_tasks: int, rng: np.random.Generator) -> EpisodeBatch | TrialBatch:
         if split not in self.samplers:

@@ -100,10 +100,9 @@ def matching_preset(cfg: RunConfig) -> str:
 # app warns before each is picked for such a run, and `metagui train` prints it.
 _LEVEL = (
     "{label} on a pretrained encoder stayed level with the frozen encoder itself (nearest class mean) on "
-    "intents of a new business, gaining nothing at 1 shot and up to 1.4 points at 5 shots, about what a "
-    "head fitted to the support set gains without meta-learning (metagui bench text --encoder: Banking77 <-> "
-    "Home Assistant); it adds more on new intents of the business it was meta-trained on. For a new domain, "
-    "expect about the frozen encoder's accuracy"
+    "intents of a new business: nothing gained at 1 shot, and at 5 shots no more than a head fitted to the "
+    "support set gains without meta-learning (metagui bench text --encoder: Banking77 <-> Home Assistant). "
+    "For a new domain, expect about the frozen encoder's accuracy"
 )
 _ONE_WAY = (
     "{label} on a pretrained encoder added to the frozen encoder itself (nearest class mean) when "

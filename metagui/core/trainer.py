@@ -219,6 +219,7 @@ class Trainer:
         task = exp.task_label
         if self.init_from is not None:
             self._warm_start(learner)
+            exp.fit_domain(learner.backbone)  # fine-tuned on this data: its domain, not the parent's
         if self.store is not None and self.resume_run is None:
             if exp.dataset is not None:
                 self.store.record_dataset(exp.dataset_id(), ds_name, cfg.dataset.source, cfg.dataset.path,

@@ -80,6 +80,14 @@ TEXT_PRESET = "Text (built-in encoder)"
 # ``metagui bench text --encoder``); new configs on such an encoder start from it
 PRETRAINED_PRESET = "Text (pretrained encoder)"
 
+# metric learners and VERSA on a pretrained encoder (MetaLearner.guards_domain)
+DOMAIN_GUARD = HyperParam(
+    "domain_guard", bool, True,
+    "On a pretrained text encoder: answer a support set from another domain than meta-training's (its "
+    "sentences far from the training intents' mean embedding) with the frozen encoder's nearest class mean, "
+    "which what was meta-learned on one business did not beat on another's (README, On a pretrained "
+    "sentence encoder). Support sets of the training domain, new intents included, get the meta-learned model.",
+)
 COMMON = (
     HyperParam("meta_lr", float, 1e-3, "Step size of the outer (meta) optimiser (Adam).", 1e-6, 10.0, log=True),
     HyperParam("meta_batch", int, 4, "Tasks (episodes) per meta-update.", 1, 256),
@@ -102,6 +110,7 @@ class Predictor:
         self._samples_fn = samples_fn
         self.n_way = n_way
         self.adapt_seconds = adapt_seconds
+        self.note = ""  # how it answers, where that is not the meta-learned model (the domain guard)
 
     @property
     def stochastic(self) -> bool:
@@ -140,6 +149,7 @@ class MetaLearner(nn.Module):
     hyperparams: ClassVar[tuple[HyperParam, ...]] = ()
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     modalities: ClassVar[frozenset[str]] = frozenset({"image", "text"})
+    guards_domain: ClassVar[bool] = False  # has DOMAIN_GUARD: see ``domain_guard``
 
     def __init__(self, backbone: nn.Module, n_way: int, hyperparams: dict[str, Any] | None = None):
         super().__init__()
@@ -214,7 +224,48 @@ class MetaLearner(nn.Module):
         self.eval()
         with torch.enable_grad():  # inner loops differentiate even at evaluation time
             loss, per_task, extra = self.outer_loss(batch, evaluating=True)  # type: ignore[call-arg]
-        return per_task.detach(), {"loss": float(loss.detach()), **extra}
+        return self.guarded(batch, per_task.detach()), {"loss": float(loss.detach()), **extra}
+
+    # --- the domain guard (a pretrained encoder's EmbeddingAdapter) ---------------------------
+    def domain_guard(self) -> nn.Module | None:
+        """The backbone, when it holds a fitted meta-training domain and this learner answers
+        support sets from elsewhere with the frozen encoder's class means (``DOMAIN_GUARD``)."""
+        if not self.guards_domain or not self.hp.get("domain_guard", True):
+            return None
+        return self.backbone if getattr(self.backbone, "guards_domain", False) else None
+
+    @staticmethod
+    def frozen_class_means(support_x: torch.Tensor, support_onehot: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [T, Q, N] by cosine to the class means of the frozen embeddings
+        (the inputs themselves: an adapter's backbone takes the frozen encoder's output)."""
+        protos = F.normalize(onehot_means(support_x, support_onehot), dim=-1)
+        return (10.0 * F.normalize(query_x, dim=-1) @ protos.transpose(1, 2)).softmax(-1)
+
+    def guarded(self, batch: EpisodeBatch, per_task: torch.Tensor) -> torch.Tensor:
+        """``per_task`` accuracies, those of support sets from another domain replaced by the
+        frozen encoder's nearest class mean's (what ``adapt`` answers them with)."""
+        guard = self.domain_guard()
+        if guard is None:
+            return per_task
+        outside = ~guard.in_domain(batch.support_x)
+        if not bool(outside.any()):
+            return per_task
+        onehot = F.one_hot(batch.support_y, batch.n_way).to(batch.support_x.dtype)
+        probs = self.frozen_class_means(batch.support_x, onehot, batch.query_x)
+        frozen = (probs.argmax(-1) == batch.query_y).to(per_task.dtype).mean(1)
+        return torch.where(outside.to(per_task.device), frozen.to(per_task.device), per_task)
+
+    def guarded_predictor(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> Predictor | None:
+        """The frozen encoder's nearest class mean, when the domain guard finds ``support_x``
+        outside the meta-training domain; None otherwise (answer with the learner)."""
+        guard = self.domain_guard()
+        if guard is None or bool(guard.in_domain(support_x[None])[0]):
+            return None
+        onehot = F.one_hot(support_y, n_way).to(support_x.dtype)[None]
+        pred = Predictor(lambda x: self.frozen_class_means(support_x[None], onehot, x[None])[0], n_way)
+        pred.note = ("these examples look unlike the intents this model was meta-trained on, so it answers "
+                     "with the pretrained encoder's class means (the domain guard)")
+        return pred
 
     @property
     def metric_name(self) -> str:

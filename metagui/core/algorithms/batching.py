@@ -5,8 +5,9 @@ batch shape, the device and the machine: vmap wins by several times on small mod
 sinusoid MLP), threads on convolutional ones on the CPU, whose small per-task convolutions
 gain little from several threads each (``metagui bench train``). ``vectorise = "auto"`` times
 each on the run's first meta-batch, without updating any weight, and keeps the fastest (of
-modes within ``TIE`` of it, the leanest); the choice is remembered per machine, model, batch shape, device, thread count and torch version
-(``calibration.json`` in the user data folder), so it is measured once.
+modes within ``TIE`` of it, the leanest); the choice is remembered per machine, model, batch
+shape, device, thread count and torch version (``calibration.json`` in the user data folder),
+so it is measured once.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metagui.core.algorithms.base import (
+    DOMAIN_GUARD,
     PRETRAINED_PRESET,
     TEXT_PRESET,
     HyperParam,
@@ -27,6 +28,7 @@ from metagui.core.tasks import EpisodeBatch
 
 class MetricLearner(MetaLearner):
     family = "metric"
+    guards_domain = True
 
     def scores(self, es: torch.Tensor, sy: torch.Tensor, eq: torch.Tensor, n_way: int) -> torch.Tensor:
         """Class scores [T, Q, N] of query embeddings given support embeddings."""
@@ -55,6 +57,9 @@ class MetricLearner(MetaLearner):
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int | None = None) -> Predictor:
         n_way = n_way or int(support_y.max()) + 1
         self.eval()
+        guarded = self.guarded_predictor(support_x, support_y, n_way)
+        if guarded is not None:
+            return guarded
         start = time.perf_counter()
         cached = None
         if getattr(self.backbone, "batch_independent", False):
@@ -85,6 +90,7 @@ class ProtoNet(MetricLearner):
                    "similarity scaled by a learned temperature (no penalty on tight classes' shorter "
                    "prototypes; the built-in text encoder transfers better with it).",
                    choices=("euclidean", "cosine")),
+        DOMAIN_GUARD,
     )
     presets = {
         "Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}},
@@ -114,6 +120,7 @@ class MatchingNet(MetricLearner):
         HyperParam("fce", bool, False, "Full-context embeddings: a bidirectional LSTM over the support set and an attention LSTM for queries."),
         HyperParam("fce_steps", int, 3, "Read steps of the query attention LSTM (with fce).", 1, 20),
         HyperParam("temperature", float, 10.0, "Scale of cosine similarities before the softmax attention.", 0.1, 100.0),
+        DOMAIN_GUARD,
     )
     presets = {
         "Omniglot (paper)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 4, "fce": False}},
@@ -181,6 +188,7 @@ class RelationNet(MetricLearner):
                    "Start the relation module's output at zero (its last layer zeroed): with cosine_skip, an "
                    "untrained run is then the cosine prototype classifier (on a pretrained encoder, the frozen "
                    "encoder's nearest class mean), and meta-training learns a correction to it."),
+        DOMAIN_GUARD,
     )
     presets = {
         "Omniglot (paper-like)": {"hyperparams": {"meta_lr": 1e-3, "meta_batch": 1}},

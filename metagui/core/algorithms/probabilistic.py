@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from metagui.core.algorithms.base import (
+    DOMAIN_GUARD,
     PRETRAINED_PRESET,
     TEXT_PRESET,
     HyperParam,
@@ -253,6 +254,7 @@ class VERSA(MetaLearner):
     name = "versa"
     label = "VERSA"
     family = "probabilistic"
+    guards_domain = True
     summary = ("An amortisation network maps each class's support examples to a distribution over that "
                "class's classifier weights; predictions average over sampled weights. No inner loop.")
     paper = "Gordon, Bronskill, Bauer, Nowozin, Turner 2019, Meta-Learning Probabilistic Inference for Prediction"
@@ -274,6 +276,7 @@ class VERSA(MetaLearner):
                    "Start the amortiser's weight means at zero (its last layer zeroed): with mean_skip, an untrained "
                    "run is then the cosine prototype classifier (on a pretrained encoder, the frozen encoder's "
                    "nearest class mean), and meta-training learns a correction to it."),
+        DOMAIN_GUARD,
     )
     presets = {
         "Long runs (small steps)": {"hyperparams": {"num_samples": 10, "meta_lr": 1e-4, "meta_batch": 16}},
@@ -341,11 +344,14 @@ class VERSA(MetaLearner):
         self.eval()
         with torch.no_grad():  # no inner loop: nothing to differentiate
             loss, per_task, extra = self.outer_loss(batch, evaluating=True)
-        return per_task, {"loss": float(loss), **extra}
+        return self.guarded(batch, per_task), {"loss": float(loss), **extra}
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int | None = None) -> Predictor:
         n_way = n_way or int(support_y.max()) + 1
         self.eval()
+        guarded = self.guarded_predictor(support_x, support_y, n_way)
+        if guarded is not None:
+            return guarded
         start = time.perf_counter()
         independent = getattr(self.backbone, "batch_independent", False)
         cached = None

@@ -217,7 +217,8 @@ class ChatEngine:
         sx, sy, names = self._support_tensors(support)
         pred = self._adapt_learner(self.learner, sx, sy, len(names), self.inner_steps)
         seconds = time.perf_counter() - start
-        ad = Adaptation(names, pred, seconds, int(sy.numel()), self.method(), support.copy())
+        method = f"{self.method()}; {pred.note}" if pred.note else self.method()  # e.g. the domain guard's answer
+        ad = Adaptation(names, pred, seconds, int(sy.numel()), method, support.copy())
         self.adaptation = ad
         return ad
 

@@ -276,8 +276,14 @@ def _adaptation_text(src: ModelSource, fmt: str, adaptation: dict[str, Any]) -> 
                            "every (class, query) pair"
                            + (" (plus their cosine similarity times a learned gain, before the sigmoid)" if lr.hp.get("cosine_skip") else "")
                            + " and the scores are normalised to sum to one."}.get(lr.name, "")
+        guard = ([] if lr.domain_guard() is None else [
+            "Domain guard: when the support sentences' mean cosine similarity to the meta-training domain's mean "
+            f"embedding (the frozen encoder's) is below {float(lr.backbone.domain_floor):.4f}, the model answers "
+            "with the frozen embeddings' class means instead (softmax of 10 times the cosine to each class's mean): "
+            "what was meta-learned on one business did not beat them on another's. The adaptive exports and the "
+            "bundle do this too; with the plain ONNX file, your code decides."])
         return [f"Adaptation needs no gradient steps: {how} The adaptive exports (TorchScript forward, ONNX adaptive) "
-                "do exactly this inside the graph, with any number of classes and support examples."] + (
+                "do exactly this inside the graph, with any number of classes and support examples."] + guard + (
                     [outside[fmt]] if fmt in outside else [])
     text = ([outside[fmt], ""] if fmt in outside else []) + [f"In MetaGUI, {lr.label} adapts **all layers** with {lr.hp['eval_steps']} gradient steps on the support set "
             "(step size " + ("learned per weight" if lr.name == "metasgd" else f"{lr.test_step_size('head.weight')}") + ").",
