@@ -210,8 +210,10 @@ def test_english_project_starts_on_the_installed_pretrained_encoder_and_says_why
     assert page.encoder_note.text().startswith("Default for this project: English texts")
     wait_until(lambda: ready_but_level_on_new_domains(page), 30, "the encoder to be checked")
     assert a.hyperparams["meta_lr"] == 1e-3  # ProtoNet's preset for a pretrained encoder
-    click_algorithm(qtbot, page, "matching")  # measured below the frozen encoder on new domains: warned
-    assert page.banner.level == "warning" and "below the frozen encoder" in page.banner.message()
+    click_algorithm(qtbot, page, "reptile")  # its gain on new domains is its test-time fit alone: warned
+    assert page.banner.level == "warning" and "not through meta-learning" in page.banner.message()
+    click_algorithm(qtbot, page, "matching")  # on a new domain, its domain guard answers: warned
+    assert page.banner.level == "warning" and "domain guard" in page.banner.message()
     click_algorithm(qtbot, page, "protonet")
     assert ready_but_level_on_new_domains(page)
     qtbot.mouseClick(page.encoder_clear, Qt.MouseButton.LeftButton)  # the user's choice stays

@@ -270,8 +270,10 @@ def support_fit_accuracy(x: np.ndarray, episodes: Sequence[tuple[np.ndarray, np.
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean and 95% CI half-width of the per-episode difference ``a - b`` (same episodes)."""
-    return mean_ci95(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    """Mean and 95% CI half-width of the per-episode difference ``a - b`` (same episodes).
+    Accuracies are rounded to 1e-6 first: one computed in float32 (0.800000012) and the same
+    one in float64 (0.8) are the same accuracy, not a difference whose CI excludes zero."""
+    return mean_ci95(np.round(np.asarray(a, dtype=np.float64), 6) - np.round(np.asarray(b, dtype=np.float64), 6))
 
 
 def is_pretrained(encoder: str) -> bool:
