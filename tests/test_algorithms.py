@@ -212,10 +212,9 @@ def test_the_domain_guard_answers_another_domain_with_the_frozen_class_means(nam
         frozen = learner.frozen_class_means(sx[None], torch.nn.functional.one_hot(sy, 3).float()[None], qx[None])[0]
         assert bool(pred.note) is outside
         assert torch.allclose(pred.predict(qx), frozen) is outside
-        batch = EpisodeBatch(sx[None], sy[None], qx[None], y[ask][None], 3)
-        accuracy = float((frozen.argmax(-1) == y[ask]).float().mean())
-        torch.manual_seed(0)
-        assert (float(learner.evaluate(batch)[0][0]) == accuracy) or not outside
+        if outside:  # evaluation scores what adapt answers: the frozen class means
+            batch = EpisodeBatch(sx[None], sy[None], qx[None], y[ask][None], 3)
+            assert float(learner.evaluate(batch)[0][0]) == float((frozen.argmax(-1) == y[ask]).float().mean())
     off = algorithms.create(name, learner.backbone, 3, {**learner.hp, "domain_guard": False})
     assert off.domain_guard() is None and not off.adapt(away[pick], away_y[pick], 3).note
 

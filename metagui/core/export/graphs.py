@@ -77,17 +77,19 @@ class ExportGraphs(nn.Module):
     # metric learners: exactly the learner's adapt/predict, through its own scoring
     def _metric(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
         lr = self.learner
-        guard = lr.domain_guard()
-        if guard is not None:  # the learner's domain guard, in the graph (``MetaLearner.guarded_predictor``)
+        guard = lr.domain_guard()  # the adapter of a pretrained encoder, when the learner has a domain guard
+        if guard is None:
+            es, eq = self._features(sx, qx)
+        else:  # the guard also needs the frozen embeddings, which the adapter takes
             fs, fq = (self.tower(sx), self.tower(qx)) if self.tower is not None else (sx, qx)
             es, eq = guard(fs), guard(fq)
-            oh = _one_hot(sy, sy.max() + 1, es.dtype)
-            learned = lr.probabilities(lr.score_onehot(es.unsqueeze(0), oh.unsqueeze(0), eq.unsqueeze(0)))[0]
-            frozen = lr.frozen_class_means(fs.unsqueeze(0), oh.unsqueeze(0), fq.unsqueeze(0))[0]
-            return torch.where(guard.in_domain(fs.unsqueeze(0))[0], learned, frozen)
-        es, eq = self._features(sx, qx)
         oh = _one_hot(sy, sy.max() + 1, es.dtype)  # [S, N], N traced from the labels
-        return lr.probabilities(lr.score_onehot(es.unsqueeze(0), oh.unsqueeze(0), eq.unsqueeze(0)))[0]
+        probs = lr.probabilities(lr.score_onehot(es.unsqueeze(0), oh.unsqueeze(0), eq.unsqueeze(0)))[0]
+        if guard is None:
+            return probs
+        # another domain's support set: the frozen class means (``MetaLearner.guarded_predictor``)
+        frozen = lr.frozen_class_means(fs.unsqueeze(0), oh.unsqueeze(0), fq.unsqueeze(0))[0]
+        return torch.where(guard.in_domain(fs.unsqueeze(0))[0], probs, frozen)
 
     # optimisation-based learners: closed-form gradient steps on the final linear layer
     def _head_adaptation(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
