@@ -443,6 +443,34 @@ def test_conv4_batch_norm_is_the_same_fused_and_written_out():
     torch.testing.assert_close(fused, written, rtol=1e-10, atol=1e-12)
 
 
+def test_conv4_pools_as_max_pool2d_at_every_order():
+    """Conv-4's faster pooling (the largest items found in channels-last layout, taken with
+    gather; pooled before the ReLU) is the plain block's function, with its first and second
+    derivatives, where windows hold equal items too (a flat background)."""
+    import torch.nn.functional as F
+
+    def plain(net, x):
+        for conv, norm in zip(net.convs, net.norms, strict=True):
+            x = F.max_pool2d(F.relu(norm(conv(x))), 2)
+        return x.flatten(1)
+
+    torch.manual_seed(0)
+    net = Conv4(1, 4, 28).double()
+    x = torch.zeros(6, 1, 28, 28, dtype=torch.float64)
+    x[:, :, 8:20, 8:20] = torch.rand(6, 1, 12, 12, dtype=torch.float64)
+    params = list(net.parameters())
+    results = []
+    for f in (plain, lambda n, v: n(v)):
+        out = f(net, x)
+        grads = torch.autograd.grad(out.pow(2).sum(), params, create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in grads), params)
+        results.append((out, grads, second))
+    (out0, g0, h0), (out1, g1, h1) = results
+    assert torch.equal(out0, out1)
+    for a, b in [*zip(g0, g1, strict=True), *zip(h0, h1, strict=True)]:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(a.abs().max()))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
 def test_the_inner_loop_never_waits_for_the_gpu():
     """No host-device synchronisation inside a meta-batch's work (issue 16): the GPU queue
