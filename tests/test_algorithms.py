@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from metagui.core import algorithms
+from metagui.core.data.catalog import DATA_DIR_ENV
 from metagui.core.errors import ConfigError
 from metagui.core.models import MLP, Conv4, Preprocessing, TextEncoder, TextFeaturizer
 from metagui.core.tasks import EpisodeBatch
@@ -320,6 +321,52 @@ def test_auto_batching_keeps_the_faster_mode_and_measures_it_once(tmp_path):
     apart = batching.choose("apart", {"vmap": work("vmap", 0.100), "loop": work("loop", 0.106)}, tmp_path / "cal.json",
                             clock=lambda: now[0])
     assert apart["mode"] == "vmap"
+
+
+def test_auto_batching_leaves_out_a_mode_that_runs_out_of_memory(tmp_path):
+    from metagui.core.algorithms import batching
+
+    def oom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def cpu_oom():
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    ran = []
+    choice = batching.choose("k", {"vmap": oom, "loop": lambda: ran.append(1)}, tmp_path / "cal.json")
+    assert choice["mode"] == "loop" and choice["out_of_memory"] == ["vmap"] and set(choice["ms"]) == {"loop"}
+    assert len(ran) == batching.REPEATS and "vmap out of memory" in batching.describe(choice)
+    # remembered with its failure: not tried again
+    again = batching.choose("k", {"vmap": oom, "loop": lambda: ran.append(1)}, tmp_path / "cal.json")
+    assert again["mode"] == "loop" and not again["measured"] and len(ran) == batching.REPEATS
+    with pytest.raises(batching.OutOfMemory, match="does not fit in memory however its tasks run"):
+        batching.choose("none fits", {"vmap": oom, "loop": cpu_oom}, tmp_path / "cal.json")
+    with pytest.raises(ValueError, match="a real bug"):  # any other error is the run's to report
+        batching.choose("bug", {"vmap": lambda: (_ for _ in ()).throw(ValueError("a real bug")), "loop": lambda: None},
+                        tmp_path / "cal.json")
+
+
+def test_a_learner_whose_vmap_runs_out_of_memory_trains_by_another_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    learner = algorithms.create("maml", MLP(1, 8, 2), 0, {"inner_steps": 1, "vectorise": "auto"})
+    real = learner.meta_work
+
+    def work(batch, mode):
+        if mode == "vmap":  # half done when memory runs out: a gradient is already there
+            next(learner.parameters()).grad = torch.ones_like(next(learner.parameters()))
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(batch, mode)
+
+    monkeypatch.setattr(learner, "meta_work", work)
+    batch = sine_batch()
+    expected = algorithms.create("maml", MLP(1, 8, 2), 0, {"inner_steps": 1, "vectorise": "loop"})
+    expected.load_state_dict(learner.state_dict())
+    learner.meta_step(batch)
+    expected.meta_step(batch)
+    assert learner.batching["mode"] != "vmap" and learner.batching["out_of_memory"] == ["vmap"]
+    # the failed trial's gradient went with it: the step is the loop's
+    for a, b in zip(learner.parameters(), expected.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def sine_batch(t=4, k=5, q=5, seed=0):

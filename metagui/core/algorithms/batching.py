@@ -13,6 +13,7 @@ so it is measured once.
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from metagui.core.errors import MetaGUIError
 from metagui.core.files import save_cache_json
 
 MODES = ("vmap", "loop", "threads")
@@ -114,39 +116,76 @@ def _read(path: Path) -> dict:
 def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = None,
            clock: Callable[[], float] = time.perf_counter) -> dict:
     """The faster of ``trials`` (mode -> one meta-step's work, no weight update), remembered
-    under ``key``: ``{"mode", "ms": {mode: fastest ms}, "measured": bool}``. Modes within
+    under ``key``: ``{"mode", "ms": {mode: fastest ms}, "measured": bool}``, and
+    ``"out_of_memory": [modes]`` where a mode's trial ran out of memory (vmap holds every
+    task's graph at once: on a GPU with a big meta-batch it may not fit where the loop does);
+    such a mode is left out, and if every one runs out, ``OutOfMemory`` says so. Modes within
     ``TIE`` of the fastest count as equally fast, and the leanest of them is kept: a tie is
     within the noise of a few timed repeats, and vmap can hold twice the loop's memory."""
     path = path or calibration_path()
     known = _read(path).get(key)
     # remembered for these very modes (a newer MetaGUI may bring one more to time)
-    if isinstance(known, dict) and known.get("mode") in trials and set(known.get("ms") or ()) == set(trials):
+    if (isinstance(known, dict) and known.get("mode") in trials
+            and set(known.get("ms") or ()) | set(known.get("out_of_memory") or ()) == set(trials)):
         return {**known, "measured": False}
     times: dict[str, list[float]] = {m: [] for m in trials}
+    failed: list[str] = []
     order = list(trials)
     for rep in range(REPEATS):
         for mode in (order if rep % 2 == 0 else order[::-1]):  # alternate, so drift hits both
             start = clock()
-            trials[mode]()
-            if rep:
+            try:
+                trials[mode]()
+            except Exception as err:
+                if not out_of_memory(err):
+                    raise
+                failed.append(mode)
+            if mode in failed:
+                release_memory()  # here, where the error and the frames that held its tensors are gone
+            elif rep:
                 times[mode].append(clock() - start)
+        order = [m for m in order if m not in failed]
+        if not order:
+            raise OutOfMemory(f"a meta-batch does not fit in memory however its tasks run ({', '.join(trials)} "
+                              "tried): use a smaller meta-batch, fewer ways or queries, or smaller images")
         if rep == 1:  # a mode far behind after its first timed repeat cannot win: stop timing it
-            best = min(t[0] for t in times.values())
+            best = min(times[m][0] for m in order)
             order = [m for m in order if times[m][0] <= PRUNE * best]
     # the fastest repeat: other work on the machine only ever adds time to a measurement
-    ms = {m: round(1000 * min(t), 3) for m, t in times.items()}
+    ms = {m: round(1000 * min(t), 3) for m, t in times.items() if t}
     fastest = min(ms.values())
     tied = [m for m in ms if ms[m] <= fastest * (1 + TIE)]
-    result = {"mode": min(tied, key=lambda m: (LEAN.index(m) if m in LEAN else len(LEAN), ms[m])), "ms": ms}
+    result: dict = {"mode": min(tied, key=lambda m: (LEAN.index(m) if m in LEAN else len(LEAN), ms[m])), "ms": ms}
+    if failed:
+        result["out_of_memory"] = failed
     data = _read(path)
     data[key] = result
     save_cache_json(path, data)  # unwritable: the next run measures again
     return {**result, "measured": True}
 
 
+class OutOfMemory(MetaGUIError):
+    """No batching mode fits a meta-batch in memory."""
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch running out of memory: ``torch.OutOfMemoryError`` (CUDA), or
+    the CPU allocator's RuntimeError (where the system refuses rather than kills)."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def release_memory() -> None:
+    """Hand what a failed trial held back (its tensors are gone with its frames)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def describe(choice: dict) -> str:
     """One line on what ``vectorise = "auto"`` chose (``choose``'s answer), for the run's log."""
-    times = ", ".join(f"{m} {ms:,.0f} ms" for m, ms in sorted(choice["ms"].items(), key=lambda kv: kv[1]))
+    times = ", ".join([f"{m} {ms:,.0f} ms" for m, ms in sorted(choice["ms"].items(), key=lambda kv: kv[1])]
+                      + [f"{m} out of memory" for m in choice.get("out_of_memory", ())])
     how = "timed on this run's first meta-batch" if choice.get("measured") else "remembered from an earlier run here"
     return f"Tasks run by {choice['mode']} (vectorise = auto; per meta-step {times}; {how})"
 

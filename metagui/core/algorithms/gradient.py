@@ -147,9 +147,11 @@ class GradientLearner(MetaLearner):
 
             def trial(m: str) -> Callable[[], None]:
                 def run() -> None:
-                    self.meta_work(batch, m)
-                    batching.synchronise(device)
-                    self.zero_grad(set_to_none=True)
+                    try:
+                        self.meta_work(batch, m)
+                        batching.synchronise(device)
+                    finally:  # also after running out of memory: no trial's gradient is kept
+                        self.zero_grad(set_to_none=True)
                 return run
 
             # the trials draw no random numbers the run would see (token dropout does draw)
