@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -339,6 +344,25 @@ def test_auto_batching_leaves_out_a_mode_that_runs_out_of_memory(tmp_path):
     # remembered with its failure: not tried again
     again = batching.choose("k", {"vmap": oom, "loop": lambda: ran.append(1)}, tmp_path / "cal.json")
     assert again["mode"] == "loop" and not again["measured"] and len(ran) == batching.REPEATS
+    # a leaner stand-in is offered for a mode that ran out: tried, timed and possibly kept
+    now = [0.0]
+
+    def costs(ms, fits=True):
+        def run():
+            if not fits:
+                oom()
+            now[0] += ms / 1000
+        return run
+
+    offers = {"vmap": ("vmap/4", costs(20, fits=False)), "vmap/4": ("vmap/2", costs(30))}
+    halves = batching.choose("halves", {"vmap": oom, "loop": costs(100)}, tmp_path / "cal.json",
+                             clock=lambda: now[0], leaner=offers.get)
+    assert halves["mode"] == "vmap/2" and halves["out_of_memory"] == ["vmap", "vmap/4"]
+    assert halves["ms"] == {"loop": 100.0, "vmap/2": 30.0}
+    assert "vmap of 2 tasks at a time 30 ms" in batching.describe(halves)
+    assert batching.choose("halves", {"vmap": oom, "loop": costs(100)}, tmp_path / "cal.json")["mode"] == "vmap/2"
+    assert [batching.smaller(m, 25) for m in ("vmap", "vmap/13", "vmap/3", "vmap/2", "loop")] == [
+        "vmap/13", "vmap/7", "vmap/2", None, None]
     with pytest.raises(batching.OutOfMemory, match="does not fit in memory however its tasks run"):
         batching.choose("none fits", {"vmap": oom, "loop": cpu_oom}, tmp_path / "cal.json")
     with pytest.raises(ValueError, match="a real bug"):  # any other error is the run's to report
@@ -355,7 +379,7 @@ def test_a_learner_whose_vmap_runs_out_of_memory_trains_by_another_mode(tmp_path
         if mode == "vmap":  # half done when memory runs out: a gradient is already there
             next(learner.parameters()).grad = torch.ones_like(next(learner.parameters()))
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(batch, mode)
+        return real(batch, mode)  # "vmap/2" (two tasks a call) fits
 
     monkeypatch.setattr(learner, "meta_work", work)
     batch = sine_batch()
@@ -364,9 +388,45 @@ def test_a_learner_whose_vmap_runs_out_of_memory_trains_by_another_mode(tmp_path
     learner.meta_step(batch)
     expected.meta_step(batch)
     assert learner.batching["mode"] != "vmap" and learner.batching["out_of_memory"] == ["vmap"]
+    assert "vmap/2" in learner.batching["ms"]  # vmap over half the tasks at a time was timed in its place
     # the failed trial's gradient went with it: the step is the loop's
     for a, b in zip(learner.parameters(), expected.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+_UNDER_A_MEMORY_LIMIT = """
+import json, os, resource, sys
+import torch
+from metagui.core import algorithms
+from metagui.core.models import Conv4
+from metagui.core.tasks import EpisodeBatch
+torch.set_num_threads(1)
+torch.manual_seed(0)
+learner = algorithms.create("maml", Conv4(1, 64, 28), 5, {"inner_steps": 5, "inner_lr": 0.4, "vectorise": "loop"})
+x = torch.rand(4, 80, 1, 28, 28)
+batch = EpisodeBatch(x[:, :5], torch.arange(5).expand(4, -1), x[:, 5:],
+                     torch.arange(5).repeat_interleave(15).expand(4, -1), 5)
+learner.meta_step(batch)  # imports and oneDNN's kernels, before the limit
+learner.hp["vectorise"] = "auto"
+before = [p.detach().clone() for p in learner.parameters()]
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 300 * 2**20, resource.RLIM_INFINITY))
+learner.meta_step(batch)
+moved = any(not torch.equal(a, b) for a, b in zip(before, learner.parameters()))
+print(json.dumps({**learner.batching, "moved": moved}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc to set a memory limit")
+def test_under_a_real_memory_limit_auto_trains_by_the_mode_that_fits(tmp_path):
+    """300 MB over what the process holds: Conv-4's vmap over 4 tasks (about 1 GB) and over 2
+    are refused by the system, and auto trains by the loop (one task's graph, about 100 MB)."""
+    env = {**os.environ, "METAGUI_DATA_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    choice = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert choice["out_of_memory"][:2] == ["vmap", "vmap/2"] and choice["mode"] == "loop" and choice["moved"]
 
 
 def sine_batch(t=4, k=5, q=5, seed=0):
@@ -382,9 +442,12 @@ def test_every_batching_mode_meta_trains_to_the_same_weights(name, tmp_path, mon
     monkeypatch.setenv("METAGUI_DATA_DIR", str(tmp_path))  # auto measures afresh
     torch.set_num_threads(2)  # threads is timed only where torch has several
     batch, weights = sine_batch(), {}
-    for mode in ("loop", "vmap", "threads", "auto"):
+    for mode in ("loop", "vmap", "threads", "auto", "vmap/3"):
         torch.manual_seed(0)
-        learner = algorithms.create(name, MLP(1, 16, 2), 0, {"vectorise": mode, "inner_steps": 3, "inner_lr": 0.05})
+        learner = algorithms.create(name, MLP(1, 16, 2), 0, {"vectorise": mode.split("/")[0], "inner_steps": 3,
+                                                               "inner_lr": 0.05})
+        if mode == "vmap/3":  # auto's stand-in where vmap runs out of memory: 3 tasks a call, then 1
+            learner.task_mode = lambda batch, first_order: "vmap/3"
         for _ in range(3):
             learner.meta_step(batch)
         weights[mode] = torch.cat([p.detach().flatten() for p in learner.parameters()])
@@ -394,6 +457,7 @@ def test_every_batching_mode_meta_trains_to_the_same_weights(name, tmp_path, mon
     assert (weights["loop"] - weights["vmap"]).abs().max() < 1e-5
     assert (weights["loop"] - weights["threads"]).abs().max() < 1e-5
     assert (weights["auto"] - weights["loop"]).abs().max() < 1e-5
+    assert (weights["vmap/3"] - weights["loop"]).abs().max() < 1e-5
 
 
 def test_configs_written_before_auto_keep_their_batching():

@@ -48,6 +48,12 @@ class EpisodeBatch:
             self.classes,
         )
 
+    def chunks(self, size: int) -> list[EpisodeBatch]:
+        """The episodes in batches of ``size`` (the last may hold fewer), in order."""
+        return [EpisodeBatch(self.support_x[i:i + size], self.support_y[i:i + size], self.query_x[i:i + size],
+                             self.query_y[i:i + size], self.n_way, self.classes[i:i + size])
+                for i in range(0, self.n_tasks, size)]
+
     def task(self, i: int) -> EpisodeBatch:
         """The i-th episode as a batch of one."""
         s = slice(i, i + 1)

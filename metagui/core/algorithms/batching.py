@@ -5,9 +5,10 @@ batch shape, the device and the machine: vmap wins by several times on small mod
 sinusoid MLP), threads on convolutional ones on the CPU, whose small per-task convolutions
 gain little from several threads each (``metagui bench train``). ``vectorise = "auto"`` times
 each on the run's first meta-batch, without updating any weight, and keeps the fastest (of
-modes within ``TIE`` of it, the leanest); the choice is remembered per machine, model, batch
-shape, device, thread count and torch version (``calibration.json`` in the user data folder),
-so it is measured once.
+modes within ``TIE`` of it, the leanest); where vmap runs out of memory, vmap over half as many
+tasks a call (``vmap/N``) is tried in its place, and so on. The choice is remembered per
+machine, model, batch shape, device, thread count and torch version (``calibration.json`` in
+the user data folder), so it is measured once.
 """
 
 from __future__ import annotations
@@ -114,48 +115,61 @@ def _read(path: Path) -> dict:
 
 
 def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = None,
-           clock: Callable[[], float] = time.perf_counter) -> dict:
+           clock: Callable[[], float] = time.perf_counter,
+           leaner: Callable[[str], tuple[str, Callable[[], None]] | None] | None = None) -> dict:
     """The faster of ``trials`` (mode -> one meta-step's work, no weight update), remembered
     under ``key``: ``{"mode", "ms": {mode: fastest ms}, "measured": bool}``, and
     ``"out_of_memory": [modes]`` where a mode's trial ran out of memory (vmap holds every
-    task's graph at once: on a GPU with a big meta-batch it may not fit where the loop does);
-    such a mode is left out, and if every one runs out, ``OutOfMemory`` says so. Modes within
-    ``TIE`` of the fastest count as equally fast, and the leanest of them is kept: a tie is
-    within the noise of a few timed repeats, and vmap can hold twice the loop's memory."""
+    task's graph at once: on a GPU with a big meta-batch it may not fit where the loop does).
+    Such a mode is left out, and ``leaner(mode)`` may offer one to try in its place (vmap over
+    half as many tasks at a time: ``smaller``), timed from the next repeat on; if every mode
+    runs out, ``OutOfMemory`` says so. Modes within ``TIE`` of the fastest count as equally
+    fast, and the leanest of them is kept: a tie is within the noise of a few timed repeats,
+    and vmap can hold twice the loop's memory."""
     path = path or calibration_path()
     known = _read(path).get(key)
     # remembered for these very modes (a newer MetaGUI may bring one more to time)
-    if (isinstance(known, dict) and known.get("mode") in trials
-            and set(known.get("ms") or ()) | set(known.get("out_of_memory") or ()) == set(trials)):
+    if (isinstance(known, dict) and str(known.get("mode")).split("/")[0] in trials
+            and set(known.get("ms") or ()) | set(known.get("out_of_memory") or ()) >= set(trials)):
         return {**known, "measured": False}
+    trials = dict(trials)
     times: dict[str, list[float]] = {m: [] for m in trials}
     failed: list[str] = []
     order = list(trials)
-    for rep in range(REPEATS):
-        for mode in (order if rep % 2 == 0 else order[::-1]):  # alternate, so drift hits both
+
+    def timed(mode: str, count: bool) -> str | None:
+        """Run ``mode``'s trial (or, out of memory, its leaner stand-ins in turn): the mode
+        that ran, or None."""
+        while True:
             start = clock()
-            try:
-                trials[mode]()
-            except Exception as err:
-                if not out_of_memory(err):
-                    raise
-                failed.append(mode)
-            if mode in failed:
-                release_memory()  # here, where the error and the frames that held its tensors are gone
-            elif rep:
-                times[mode].append(clock() - start)
-        order = [m for m in order if m not in failed]
+            if _fits(trials[mode]):
+                if count:
+                    times[mode].append(clock() - start)
+                return mode
+            failed.append(mode)
+            release_memory()  # here, where the error and the frames that held its tensors are gone
+            offer = leaner(mode) if leaner else None
+            if offer is None:
+                return None
+            mode, trials[offer[0]], times[offer[0]], count = offer[0], offer[1], [], False  # a warm-up
+
+    for rep in range(REPEATS):
+        ran = [timed(m, rep > 0) for m in (order if rep % 2 == 0 else order[::-1])]  # alternate: drift hits both
+        order = [m for m in dict.fromkeys(ran) if m is not None]
         if not order:
-            raise OutOfMemory(f"a meta-batch does not fit in memory however its tasks run ({', '.join(trials)} "
+            raise OutOfMemory(f"a meta-batch does not fit in memory however its tasks run ({', '.join(map(label, failed))} "
                               "tried): use a smaller meta-batch, fewer ways or queries, or smaller images")
-        if rep == 1:  # a mode far behind after its first timed repeat cannot win: stop timing it
-            best = min(times[m][0] for m in order)
-            order = [m for m in order if times[m][0] <= PRUNE * best]
+        firsts = [times[m][0] for m in order if times[m]]
+        if rep == 1 and firsts:  # a mode far behind after its first timed repeat cannot win: stop timing it
+            order = [m for m in order if not times[m] or times[m][0] <= PRUNE * min(firsts)]
+    for m in order:
+        if not times[m]:  # a stand-in that joined in the last repeat
+            timed(m, True)
     # the fastest repeat: other work on the machine only ever adds time to a measurement
     ms = {m: round(1000 * min(t), 3) for m, t in times.items() if t}
     fastest = min(ms.values())
     tied = [m for m in ms if ms[m] <= fastest * (1 + TIE)]
-    result: dict = {"mode": min(tied, key=lambda m: (LEAN.index(m) if m in LEAN else len(LEAN), ms[m])), "ms": ms}
+    result: dict = {"mode": min(tied, key=lambda m: (_leanness(m), ms[m])), "ms": ms}
     if failed:
         result["out_of_memory"] = failed
     data = _read(path)
@@ -164,15 +178,59 @@ def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = 
     return {**result, "measured": True}
 
 
+def _fits(trial: Callable[[], None]) -> bool:
+    """Run ``trial``: False where it ran out of memory (any other error is raised)."""
+    try:
+        trial()
+    except Exception as err:
+        if not out_of_memory(err):
+            raise
+        return False
+    return True
+
+
+def _leanness(mode: str) -> float:
+    """``LEAN``'s order; vmap over part of the tasks at a time sits just below vmap."""
+    if chunked(mode):
+        return LEAN.index("vmap") - 0.5
+    return LEAN.index(mode) if mode in LEAN else len(LEAN)
+
+
+def chunked(mode: str) -> bool:
+    """Whether ``mode`` is vmap over part of the tasks at a time ("vmap/8": 8 tasks a call)."""
+    return mode.startswith("vmap/")
+
+
+def chunk_size(mode: str, tasks: int) -> int:
+    """How many tasks one vmap call of ``mode`` takes ("vmap": all ``tasks``)."""
+    return int(mode.split("/")[1]) if chunked(mode) else tasks
+
+
+def smaller(mode: str, tasks: int) -> str | None:
+    """The vmap mode that takes half as many tasks a call as ``mode`` (at least 2: one at a
+    time is the loop), or None."""
+    if mode != "vmap" and not chunked(mode):
+        return None
+    size = chunk_size(mode, tasks)
+    half = (size + 1) // 2
+    return f"vmap/{half}" if 2 <= half < size else None
+
+
 class OutOfMemory(MetaGUIError):
     """No batching mode fits a meta-batch in memory."""
 
 
 def out_of_memory(err: BaseException) -> bool:
-    """Whether ``err`` is torch running out of memory: ``torch.OutOfMemoryError`` (CUDA), or
-    the CPU allocator's RuntimeError (where the system refuses rather than kills)."""
+    """Whether ``err`` is torch running out of memory: ``torch.OutOfMemoryError`` (CUDA), or on
+    the CPU, where the system refuses rather than kills, the allocator's RuntimeError or
+    oneDNN's, whose convolutions say only that they "could not create a primitive" when their
+    workspace cannot be had, and Python's when a thread's stack cannot be had (threads; each
+    seen under ``ulimit -v``)."""
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+        isinstance(err, RuntimeError) and any(m in str(err) for m in CPU_OUT_OF_MEMORY))
+
+
+CPU_OUT_OF_MEMORY = ("can't allocate memory", "could not create a primitive", "can't start new thread")
 
 
 def release_memory() -> None:
@@ -184,10 +242,15 @@ def release_memory() -> None:
 
 def describe(choice: dict) -> str:
     """One line on what ``vectorise = "auto"`` chose (``choose``'s answer), for the run's log."""
-    times = ", ".join([f"{m} {ms:,.0f} ms" for m, ms in sorted(choice["ms"].items(), key=lambda kv: kv[1])]
-                      + [f"{m} out of memory" for m in choice.get("out_of_memory", ())])
+    times = ", ".join([f"{label(m)} {ms:,.0f} ms" for m, ms in sorted(choice["ms"].items(), key=lambda kv: kv[1])]
+                      + [f"{label(m)} out of memory" for m in choice.get("out_of_memory", ())])
     how = "timed on this run's first meta-batch" if choice.get("measured") else "remembered from an earlier run here"
-    return f"Tasks run by {choice['mode']} (vectorise = auto; per meta-step {times}; {how})"
+    return f"Tasks run by {label(choice['mode'])} (vectorise = auto; per meta-step {times}; {how})"
+
+
+def label(mode: str) -> str:
+    """A mode as the log names it ("vmap/8": "vmap of 8 tasks at a time")."""
+    return f"vmap of {chunk_size(mode, 0)} tasks at a time" if chunked(mode) else mode
 
 
 def synchronise(device: torch.device) -> None:

@@ -136,8 +136,8 @@ class GradientLearner(MetaLearner):
         return params
 
     def task_mode(self, batch: EpisodeBatch, first_order: bool) -> str:
-        """"vmap" or "loop" for this meta-batch (``batching``): as set, or with "auto" the
-        faster here, timed once on a batch of this shape (``self.batching`` says which)."""
+        """How this meta-batch's tasks run (``batching``): as set, or with "auto" the fastest
+        here, timed once on a batch of this shape (``self.batching`` says which)."""
         mode = self.hp.get("vectorise", "loop")
         if mode != "auto":
             return mode
@@ -156,8 +156,12 @@ class GradientLearner(MetaLearner):
 
             # the trials draw no random numbers the run would see (token dropout does draw)
             modes = batching.modes(device, random_backbone=_draws_random(self.backbone))
+            def leaner(m: str) -> tuple[str, Callable[[], None]] | None:  # vmap out of memory: fewer tasks a call
+                half = batching.smaller(m, batch.n_tasks)
+                return (half, trial(half)) if half else None
+
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                self._modes[key] = batching.choose(key, {m: trial(m) for m in modes})
+                self._modes[key] = batching.choose(key, {m: trial(m) for m in modes}, leaner=leaner)
         self.batching = self._modes[key]
         return self.batching["mode"]
 
@@ -195,6 +199,14 @@ class GradientLearner(MetaLearner):
             loss, per_task, _ = self.outer_loss_vmapped(batch, steps, first_order)
             loss.backward()
             return loss.detach(), per_task
+        if batching.chunked(mode):  # vmap over part of the tasks at a time, each part's graph freed before the next
+            losses, metrics = [], []
+            for part in batch.chunks(batching.chunk_size(mode, batch.n_tasks)):
+                loss, per_task, _ = self.outer_loss_vmapped(part, steps, first_order)
+                (loss * (part.n_tasks / batch.n_tasks)).backward()
+                losses.append(loss.detach() * part.n_tasks)
+                metrics.append(per_task)
+            return torch.stack(losses).sum() / batch.n_tasks, torch.cat(metrics)
         if mode == "threads":
             _check_threads_allowed(self.backbone)
             leaves = [p for p in self.parameters() if p.requires_grad]
@@ -534,9 +546,11 @@ class Reptile(GradientLearner):
             return ({k: base[k] - params[k] for k in base}, self.task_loss(out, qy).detach(),
                     self.task_metric(out, qy).detach())
 
-        if mode == "vmap":
-            moves, losses, metrics = vmap(one, randomness="different")(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
-            return {k: v.mean(0).detach() for k, v in moves.items()}, losses, metrics
+        if mode == "vmap" or batching.chunked(mode):
+            parts = [vmap(one, randomness="different")(p.support_x, p.support_y, p.query_x, p.query_y)
+                     for p in batch.chunks(batching.chunk_size(mode, batch.n_tasks))]
+            return ({k: torch.cat([moves[k] for moves, _, _ in parts]).mean(0).detach() for k in base},
+                    torch.cat([losses for _, losses, _ in parts]), torch.cat([metrics for _, _, metrics in parts]))
         if mode == "threads":
             _check_threads_allowed(self.backbone)
             twins = self.replicas(min(batch.n_tasks, torch.get_num_threads()))
