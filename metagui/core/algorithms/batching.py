@@ -151,7 +151,8 @@ def choose(key: str, trials: dict[str, Callable[[], None]], path: Path | None = 
             offer = leaner(mode) if leaner else None
             if offer is None:
                 return None
-            mode, trials[offer[0]], times[offer[0]], count = offer[0], offer[1], [], False  # a warm-up
+            mode = offer[0]
+            trials[mode], times[mode], count = offer[1], [], False  # its first run is a warm-up
 
     for rep in range(REPEATS):
         ran = [timed(m, rep > 0) for m in (order if rep % 2 == 0 else order[::-1])]  # alternate: drift hits both

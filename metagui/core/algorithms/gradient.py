@@ -156,6 +156,7 @@ class GradientLearner(MetaLearner):
 
             # the trials draw no random numbers the run would see (token dropout does draw)
             modes = batching.modes(device, random_backbone=_draws_random(self.backbone))
+
             def leaner(m: str) -> tuple[str, Callable[[], None]] | None:  # vmap out of memory: fewer tasks a call
                 half = batching.smaller(m, batch.n_tasks)
                 return (half, trial(half)) if half else None
