@@ -156,7 +156,8 @@ def time_model(spec: ModelSpec, impls: list[str], rounds: int, device: torch.dev
             synchronise(device)
             times[impl].append(time.perf_counter() - start)
     ref_ms = 1000 * statistics.median(times[REFERENCE])
-    floor_ms, lowest = min((1000 * statistics.median(times[f]), f) for f in lows)
+    floor_by = {f.removeprefix(f"{FLOOR}-"): 1000 * statistics.median(times[f]) for f in lows}
+    lowest = min(floor_by, key=floor_by.__getitem__)
     rows = []
     for impl in impls:
         row: dict = {"model": spec.name, "impl": impl, "available": impl in present}
@@ -173,8 +174,8 @@ def time_model(spec: ModelSpec, impls: list[str], rounds: int, device: torch.dev
                 row["mode"] = built[impl].mode
                 row["calibration"] = dict(built[impl].learner.batching)
             if impl == REFERENCE:
-                row.update(floor_ms=floor_ms, floor_ratio=ref_ms / floor_ms, floor_grouping=lowest.removeprefix(f"{FLOOR}-"),
-                           floor_all_ms={f.removeprefix(f"{FLOOR}-"): 1000 * statistics.median(times[f]) for f in lows})
+                row.update(floor_ms=floor_by[lowest], floor_ratio=ref_ms / floor_by[lowest], floor_grouping=lowest,
+                           floor_all_ms=floor_by)
         rows.append(row)
     return rows
 

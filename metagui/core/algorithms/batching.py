@@ -217,6 +217,9 @@ def smaller(mode: str, tasks: int) -> str | None:
     return f"vmap/{half}" if 2 <= half < size else None
 
 
+CPU_OUT_OF_MEMORY = ("can't allocate memory", "could not create a primitive", "can't start new thread")
+
+
 class OutOfMemory(MetaGUIError):
     """No batching mode fits a meta-batch in memory."""
 
@@ -230,8 +233,6 @@ def out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and any(m in str(err) for m in CPU_OUT_OF_MEMORY))
 
-
-CPU_OUT_OF_MEMORY = ("can't allocate memory", "could not create a primitive", "can't start new thread")
 
 
 def release_memory() -> None:

@@ -196,18 +196,15 @@ class GradientLearner(MetaLearner):
         time (the sum of the tasks' gradients is the mean loss's); threads does what the loop
         does, a task per CPU thread at a time, and adds the tasks' gradients up in task order."""
         steps, first_order = self.hp["inner_steps"], self.first_order
-        if mode == "vmap":
-            loss, per_task, _ = self.outer_loss_vmapped(batch, steps, first_order)
-            loss.backward()
-            return loss.detach(), per_task
-        if batching.chunked(mode):  # vmap over part of the tasks at a time, each part's graph freed before the next
+        if mode == "vmap" or batching.chunked(mode):  # chunked: each part's graph is freed before the next
             losses, metrics = [], []
             for part in batch.chunks(batching.chunk_size(mode, batch.n_tasks)):
                 loss, per_task, _ = self.outer_loss_vmapped(part, steps, first_order)
-                (loss * (part.n_tasks / batch.n_tasks)).backward()
-                losses.append(loss.detach() * part.n_tasks)
+                share = part.n_tasks / batch.n_tasks  # 1.0 for a single part: the mean loss itself
+                (loss * share).backward()
+                losses.append(loss.detach() * share)
                 metrics.append(per_task)
-            return torch.stack(losses).sum() / batch.n_tasks, torch.cat(metrics)
+            return torch.stack(losses).sum(), torch.cat(metrics)
         if mode == "threads":
             _check_threads_allowed(self.backbone)
             leaves = [p for p in self.parameters() if p.requires_grad]
